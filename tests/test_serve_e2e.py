@@ -1,0 +1,101 @@
+"""The real server: uvicorn on 127.0.0.1 (a free port) in a subprocess, concurrent clients over real sockets.
+Checks that every request succeeds, that concurrent requests were micro-batched, that a text gets the same answer
+alone and inside a batch, that oversized and malformed bodies get a 4xx over the wire (not a dropped connection),
+and that `distrinews serve` starts the service. Loopback only; a tiny checkpoint trained in the test."""
+import asyncio, os, socket, subprocess, sys, time
+
+import httpx
+import pytest
+
+from distrinews.api import serve_in_subprocess
+from distrinews.config import LABELS
+from distrinews.loader import tiny_checkpoint
+
+TEXTS = ["NASA scientists discovered a distant planet in orbit.",
+         "The Yankees rallied past the league leaders in overtime.",
+         "Oil prices tumbled after weak sales on Wall Street.",
+         "Peace negotiators signed a ceasefire in the capital.",
+         "Microsoft releases a security update for its web browser",
+         "Rebel forces rejected the border agreement near the border in Kabul after a long night of talks"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best")
+
+
+@pytest.fixture(scope="module")
+def url(ckpt):
+    with serve_in_subprocess("distrinews", ckpt, max_wait_ms=10) as u:
+        yield u
+
+
+async def _concurrent(url, n=96, concurrency=32):
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=concurrency)) as c:
+        async def one(i):
+            async with sem:
+                if i % 4 == 3: return i, await c.post("/predict/batch", json={"texts": [TEXTS[i % 6], TEXTS[(i + 1) % 6]]})
+                return i, await c.post("/predict", json={"text": TEXTS[i % 6]})
+        return await asyncio.gather(*[one(i) for i in range(n)])
+
+
+def test_concurrent_requests_all_succeed_and_agree(url):
+    before = httpx.get(url + "/health").json()
+    results = asyncio.run(_concurrent(url))
+    after = httpx.get(url + "/health").json()
+    assert all(r.status_code == 200 for _, r in results), [r.text for _, r in results if r.status_code != 200][:3]
+    n_texts = after["texts"] - before["texts"]
+    assert n_texts == 96 + 24 and after["batches"] - before["batches"] < 96, (before, after)   # micro-batched
+    single = {TEXTS[i]: httpx.post(url + "/predict", json={"text": TEXTS[i]}).json() for i in range(6)}
+    batch = httpx.post(url + "/predict/batch", json={"texts": TEXTS}).json()["predictions"]
+    for t, b in zip(TEXTS, batch):                     # alone and inside a batch: the same answer
+        assert single[t]["label"] == b["label"]
+        for k in LABELS: assert abs(single[t]["scores"][k] - b["scores"][k]) < 1e-5
+    for i, r in results:                               # and the same under concurrent load
+        preds = r.json()["predictions"] if i % 4 == 3 else [r.json()]
+        for t, p in zip([TEXTS[i % 6], TEXTS[(i + 1) % 6]], preds):
+            assert p["label"] == single[t]["label"]
+            for k in LABELS: assert abs(p["scores"][k] - single[t]["scores"][k]) < 1e-5
+
+
+def test_bad_bodies_over_the_wire(url):
+    with httpx.Client(base_url=url, timeout=30) as c:
+        r = c.post("/predict", content=b"{" * 3_000_000 + b"}", headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "over the limit" in r.json()["detail"]
+        r = c.post("/predict", content=b"[" * 300_000, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "nested too deeply" in r.json()["detail"]
+        r = c.post("/predict", content=b"\x00\x01garbage", headers={"content-type": "application/json"})
+        assert r.status_code == 400
+        r = c.post("/predict", content="text=hi", headers={"content-type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 415
+        assert c.get("/health").json()["status"] == "ok"
+        assert c.post("/predict", json={"text": TEXTS[1]}).json()["label"] == "Sports"
+
+
+def _free_port():
+    with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+def test_distrinews_serve_command(ckpt, tmp_path):
+    port = _free_port()
+    log = open(tmp_path / "serve.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "distrinews.cli", "serve", "--checkpoint", str(ckpt),
+                             "--port", str(port), "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    try:
+        url, t0 = f"http://127.0.0.1:{port}", time.time()
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200: break
+            except httpx.TransportError: pass
+            assert time.time() - t0 < 90, "distrinews serve did not come up"
+            time.sleep(0.2)
+        assert httpx.get(url + "/info").json()["labels"] == list(LABELS)
+        assert httpx.post(url + "/predict", json={"text": TEXTS[2]}).json()["label"] == "Business"
+    finally:
+        proc.terminate(); proc.wait(10); log.close()
+    bad = subprocess.run([sys.executable, "-m", "distrinews.cli", "serve", "--checkpoint", str(tmp_path / "nope")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no such checkpoint folder" in bad.stderr
