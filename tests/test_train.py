@@ -155,3 +155,12 @@ def test_bad_input_gets_one_clear_line(tmp_path):
     r = run_cli("train", "--config", "quick", "--precision", "fp8", check=False)
     assert r.returncode == 2 and "precision: must be one of" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path/"o").exists()
+
+
+def test_accelerate_launch_two_processes(tmp_path):
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "distrinews.train",
+           "--config", "quick", "--data", "synthetic:400", "--epochs", "1", "--output", str(tmp_path)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert json.loads((tmp_path/"summary.json").read_text())["world_size"] == 2
