@@ -1,6 +1,5 @@
 "Functions the multi-process tests launch (they must live in an importable module for spawned processes)."
-import hashlib, json, os
-import torch
+import hashlib, json
 from distrinews.train import Callback, train
 
 

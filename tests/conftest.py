@@ -1,2 +1,2 @@
-import os, sys
+import os
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -108,11 +108,11 @@ def uninterrupted(tmp_path_factory):
 def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(uninterrupted, tmp_path):
     out = tmp_path/"killed"
     proc = _start([*RESUME, "--save-every", "10", "--output", out])
-    step = _kill_when(out, proc, 10)
+    _kill_when(out, proc, 10)
     st = json.loads((find_checkpoint(out/"last", need_state=True)/"trainer_state.json").read_text())
     assert 10 <= st["global_step"] < 40 and st["batches_done"] > 0, st      # killed mid-epoch, mid-run
     r = run_cli(*RESUME, "--save-every", "10", "--output", out, "--resume")
-    assert f"resumed from" in r.stdout + r.stderr
+    assert "resumed from" in r.stdout + r.stderr
     assert_same_weights(uninterrupted/"last", out/"last")
     a, b = (json.loads((d/"summary.json").read_text()) for d in (uninterrupted, out))
     assert a["eval"] == b["eval"] and b["global_step"] == 40
