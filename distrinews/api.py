@@ -4,40 +4,47 @@
 
 # %% ../nbs/06_api.ipynb #30e81234
 from __future__ import annotations
-import argparse, asyncio, json, math, os, subprocess, sys, tempfile, time
+import argparse, asyncio, errno, html, itertools, json, logging, math, os, socket, subprocess, sys, tempfile, time
 from contextlib import ExitStack, contextmanager
+from importlib.resources import files
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from starlette.requests import ClientDisconnect
 import distrinews
-from .loader import ModelLoader, available_cpus, check_checkpoint
+from .loader import DTYPES, ModelLoader, available_cpus, check_checkpoint
 from .model import ModelError
 
 # %% auto #0
-__all__ = ['MAX_TEXTS', 'MAX_CHARS', 'MAX_BODY', 'QUEUE_SIZE', 'PAGE', 'HEADLINES', 'APIError', 'read_json', 'PredictRequest',
-           'BatchRequest', 'Prediction', 'BatchResponse', 'parse_body', 'check_request_texts', 'Overloaded',
-           'MicroBatcher', 'create_app', 'add_serve_args', 'run_serve', 'NaiveRequest', 'naive_app', 'hardware',
-           'serve_in_subprocess', 'drive', 'bench_serve']
+__all__ = ['MAX_TEXTS', 'MAX_CHARS', 'MAX_BODY', 'BODY_TIMEOUT_S', 'QUEUE_SIZE', 'QUEUE_TEXTS', 'MAX_CONNECTIONS', 'HEADLINES',
+           'APIError', 'ClientGone', 'read_json', 'PredictRequest', 'BatchRequest', 'Prediction', 'BatchResponse',
+           'parse_body', 'check_request_texts', 'Overloaded', 'Job', 'MicroBatcher', 'render_page', 'wait_for_answer',
+           'service_info', 'create_app', 'add_error_handlers', 'check_port', 'add_serve_args', 'run_serve',
+           'NaiveRequest', 'naive_app', 'hardware', 'serve_in_subprocess', 'drive', 'bench_serve']
 
 # %% ../nbs/06_api.ipynb #cceed7c8
 MAX_TEXTS = 64          # texts in one /predict/batch request (more: 413)
 MAX_CHARS = 10_000      # characters in one text (more: 413; texts over max_length tokens are truncated and say so)
 MAX_BODY = 1 << 20      # bytes in one request body (more: 413)
+BODY_TIMEOUT_S = 10.0   # seconds to receive a whole request body (slower: 408)
 QUEUE_SIZE = 256        # requests waiting for the model (more: 503 with Retry-After)
+QUEUE_TEXTS = 1024      # texts waiting for the model, all requests together (more: 503 with Retry-After)
+MAX_CONNECTIONS = 512   # open connections uvicorn accepts at once (more: 503)
 
 class APIError(Exception):
     "An answer with a 4xx/5xx status and a `detail` message that names the problem."
     def __init__(self, status: int, detail: str, headers: dict | None = None):
-        super().__init__(detail); self.status, self.detail, self.headers = status, detail, headers
+        super().__init__(detail)
+        self.status, self.detail, self.headers = status, detail, headers
+
+class ClientGone(Exception):
+    "The client closed its connection before it got its answer: nothing to send, nothing more to compute."
 
 # %% ../nbs/06_api.ipynb #c0b1a842
-async def read_json(request: Request, max_body: int = MAX_BODY) -> object:
-    "The JSON value of `request`'s body, or an `APIError`: 415 wrong content type, 413 too big, 400 malformed."
-    ctype = request.headers.get("content-type", "")
-    if ctype.split(";")[0].strip().lower() != "application/json":
-        raise APIError(415, f"content type must be application/json, got {ctype or 'none'!r}")
+async def _read_body(request: Request, max_body: int) -> bytes:
+    "The body of `request`, or a 413 `APIError` once it passes `max_body` bytes."
     body, size, too_big = bytearray(), 0, False
     async for chunk in request.stream():
         size += len(chunk)
@@ -45,6 +52,20 @@ async def read_json(request: Request, max_body: int = MAX_BODY) -> object:
         else: body += chunk
         if size > 64 * max_body: break         # ... but not forever
     if too_big: raise APIError(413, f"request body is over the limit of {max_body} bytes")
+    return bytes(body)
+
+async def read_json(request: Request,                     # the incoming request
+                    max_body: int = MAX_BODY,             # bytes allowed in the body (more: 413)
+                    timeout_s: float = BODY_TIMEOUT_S,    # seconds allowed to receive it (slower: 408)
+                   ) -> object:
+    "The JSON value of `request`'s body, or an `APIError` (415 type, 413 size, 408 slow, 400 malformed), or `ClientGone`."
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        raise APIError(415, f"content type must be application/json, got {ctype or 'none'!r}")
+    try: body = await asyncio.wait_for(_read_body(request, max_body), timeout_s)
+    except asyncio.TimeoutError:
+        raise APIError(408, f"request body not received within {timeout_s:g} s", {"Connection": "close"}) from None
+    except ClientDisconnect: raise ClientGone() from None
     if not body.strip(): raise APIError(400, "empty request body: expected a JSON object")
     try: return json.loads(body)
     except RecursionError: raise APIError(400, "malformed JSON: nested too deeply") from None
@@ -96,64 +117,111 @@ def check_request_texts(texts: Sequence[str], names: Sequence[str], max_chars: i
 class Overloaded(Exception):
     "The request queue is full."
 
+class Job(NamedTuple):
+    "One request in the queue: its texts and the future its route awaits."
+    key: int
+    texts: list[str]
+    future: asyncio.Future
+
 class MicroBatcher:
-    "Collects concurrent `submit` calls into batches of at most `max_batch` texts for `predict_batch`, one batch at a time."
-    def __init__(self, predict_batch: Callable[[list[str]], list], max_batch: int = 32, max_wait_ms: float = 5.0,
-                 queue_size: int = QUEUE_SIZE):
-        if max_batch < 1 or queue_size < 1 or max_wait_ms < 0:
-            raise ValueError(f"max_batch and queue_size must be >= 1 and max_wait_ms >= 0, got {max_batch}, {queue_size}, {max_wait_ms}")
-        self.predict_batch, self.max_batch, self.max_wait, self.queue_size = predict_batch, max_batch, max_wait_ms / 1000, queue_size
-        self.loop = self.queue = self.task = None
-        self.batches = self.texts = 0
-        self._last = 1
+    "Collects concurrent requests into batches of at most `max_batch` texts for `predict_batch`, one batch at a time."
+    def __init__(self,
+                 predict_batch: Callable[[list[str]], list],  # texts -> one result per text, in order
+                 max_batch: int = 32,                        # texts per batch (one forward pass each)
+                 max_wait_ms: float = 5.0,                   # how long a batch waits to fill when the server is busy
+                 queue_size: int = QUEUE_SIZE,               # requests waiting at most
+                 queue_texts: int = QUEUE_TEXTS):            # texts waiting at most, all requests together
+        if min(max_batch, queue_size, queue_texts) < 1 or max_wait_ms < 0:
+            raise ValueError(f"max_batch, queue_size and queue_texts must be >= 1 and max_wait_ms >= 0, "
+                             f"got {max_batch}, {queue_size}, {queue_texts}, {max_wait_ms}")
+        self.predict_batch = predict_batch
+        self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
+        self.queue_size, self.queue_texts = queue_size, queue_texts
+        self.loop = self.task = self.wakeup = None
+        self.pending: dict[int, Job] = {}              # insertion order = arrival order
+        self.queued_texts = 0
+        self.batches = self.texts = self.dropped = self.retried = 0
+        self._keys, self._last = itertools.count(), 1
 
     def _ensure_started(self):
         loop = asyncio.get_running_loop()
         if self.loop is not loop or self.task.done():   # first use, or a new event loop (tests start several)
-            self.loop, self.queue = loop, asyncio.Queue(self.queue_size)
+            self.loop, self.wakeup = loop, asyncio.Event()
+            self.pending, self.queued_texts = {}, 0
             self.task = loop.create_task(self._run())
 
     @property
-    def waiting(self) -> int: return self.queue.qsize() if self.queue else 0
+    def waiting(self) -> int: return len(self.pending)
+
+    def enqueue(self, texts: list[str]) -> asyncio.Future:
+        "Queue `texts`; the future of their predictions. `Overloaded` at once if the queue is full."
+        self._ensure_started()
+        if len(self.pending) >= self.queue_size: raise Overloaded(f"{self.queue_size} requests are already waiting")
+        if self.pending and self.queued_texts + len(texts) > self.queue_texts:
+            raise Overloaded(f"{self.queued_texts} texts are already waiting (limit {self.queue_texts})")
+        job = Job(next(self._keys), texts, self.loop.create_future())
+        self.pending[job.key] = job
+        self.queued_texts += len(texts)
+        job.future.add_done_callback(lambda f: self._forget(job.key, dropped=True))   # cancelled while queued
+        self.wakeup.set()
+        return job.future
 
     async def submit(self, texts: list[str]) -> list:
-        "Queue `texts` and wait for their predictions; `Overloaded` at once if the queue is full."
-        self._ensure_started()
-        fut = self.loop.create_future()
-        try: self.queue.put_nowait((texts, fut))
-        except asyncio.QueueFull: raise Overloaded(f"{self.queue_size} requests are already waiting") from None
-        return await fut
+        "Queue `texts` and wait for their predictions (cancelling the wait drops them from the queue)."
+        return await self.enqueue(texts)
 
-    async def _next_batch(self) -> list[tuple[list[str], asyncio.Future]]:
-        batch = [await self.queue.get()]
-        n = len(batch[0][0])
+    def _forget(self, key: int, dropped: bool = False) -> Job | None:
+        "Take job `key` out of the queue (if it is still there)."
+        job = self.pending.pop(key, None)
+        if job is not None:
+            self.queued_texts -= len(job.texts)
+            if dropped: self.dropped += len(job.texts)
+        return job
+
+    async def _next_batch(self) -> list[Job]:
+        while not self.pending:
+            self.wakeup.clear()
+            await self.wakeup.wait()
+        batch = [self._forget(next(iter(self.pending)))]
+        n = len(batch[0].texts)
         deadline = self.loop.time() + (self.max_wait if self._last > 1 else 0.0)
         while n < self.max_batch:
-            try: item = self.queue.get_nowait()
-            except asyncio.QueueEmpty:
-                left = deadline - self.loop.time()
-                if left <= 0: break
-                try: item = await asyncio.wait_for(self.queue.get(), left)
-                except asyncio.TimeoutError: break
-            batch.append(item); n += len(item[0])
+            if self.pending:
+                batch.append(self._forget(next(iter(self.pending))))
+                n += len(batch[-1].texts)
+                continue
+            left = deadline - self.loop.time()
+            if left <= 0: break
+            self.wakeup.clear()
+            try: await asyncio.wait_for(self.wakeup.wait(), left)
+            except asyncio.TimeoutError: break
         return batch
 
     async def _run(self):
         while True:
-            batch = [(t, f) for t, f in await self._next_batch() if not f.done()]   # drop cancelled requests
+            batch = [job for job in await self._next_batch() if not job.future.done()]   # skip requests whose client left
             if not batch: continue
             self._last = len(batch)
-            texts = [t for ts, _ in batch for t in ts]
-            try: preds = await asyncio.to_thread(self.predict_batch, texts)
-            except Exception as e:
-                for _, f in batch:
-                    if not f.done(): f.set_exception(e)
-                continue
-            self.batches += 1; self.texts += len(texts)
-            i = 0
-            for ts, f in batch:
-                if not f.done(): f.set_result(preds[i:i + len(ts)])
-                i += len(ts)
+            await self._compute(batch)
+
+    async def _compute(self, batch: list[Job]):
+        "One forward pass for `batch`; if it fails, each request again alone, so only a bad one fails."
+        texts = [t for job in batch for t in job.texts]
+        try: preds = await asyncio.to_thread(self.predict_batch, texts)
+        except Exception as e:
+            if len(batch) == 1:
+                if not batch[0].future.done(): batch[0].future.set_exception(e)
+                return
+            self.retried += 1
+            for job in batch:
+                if not job.future.done(): await self._compute([job])
+            return
+        self.batches += 1
+        self.texts += len(texts)
+        i = 0
+        for job in batch:
+            if not job.future.done(): job.future.set_result(preds[i:i + len(job.texts)])
+            i += len(job.texts)
 
     async def stop(self):
         "Cancel the worker and fail what is still queued."
@@ -161,56 +229,18 @@ class MicroBatcher:
             self.task.cancel()
             try: await self.task
             except asyncio.CancelledError: pass
-        while self.queue and not self.queue.empty():
-            _, f = self.queue.get_nowait()
-            if not f.done(): f.set_exception(Overloaded("the server is shutting down"))
-
-# %% ../nbs/06_api.ipynb #5f7631c1
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>distrinews: news topic classifier</title>
-<style>
- body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;color:#222}
- form{display:flex;gap:.5rem} input{flex:1;padding:.5rem;font-size:1rem} button{padding:.5rem 1rem;font-size:1rem}
- .row{display:flex;align-items:center;gap:.5rem;margin:.3rem 0} .name{width:6rem}
- .track{width:20rem;background:#eee;border-radius:2px} .bar{display:block;height:1rem;background:#4c78a8;border-radius:2px} #error{color:#b00020} small{color:#666}
-</style></head>
-<body><h1>distrinews</h1>
-<p>Type a news headline: the model says whether it is World, Sports, Business or Sci/Tech news.</p>
-<form id="form"><input id="text" name="text" maxlength="%(max_chars)d" autofocus autocomplete="off"
- placeholder="NASA launches a new Mars rover" aria-label="headline"><button id="go" type="submit">Classify</button></form>
-<p id="error" role="alert"></p>
-<section id="result" hidden><p>Label: <strong id="label"></strong> <span id="confidence"></span></p><div id="bars"></div></section>
-<p><small>%(model)s, %(precision)s, distrinews %(version)s. API: POST /predict, POST /predict/batch, GET /info.</small></p>
-<script>
-const $ = id => document.getElementById(id);
-$("form").addEventListener("submit", async ev => {
-  ev.preventDefault();
-  const text = $("text").value;
-  $("error").textContent = ""; $("go").disabled = true;
-  try {
-    const r = await fetch("predict", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({text})});
-    const j = await r.json().catch(() => ({}));
-    if (!r.ok) { $("error").textContent = (j.detail || r.statusText) + " (HTTP " + r.status + ")"; $("result").hidden = true; return; }
-    $("label").textContent = j.label;
-    $("confidence").textContent = "(" + (100 * j.confidence).toFixed(1) + "%%)" + (j.truncated ? ", text truncated" : "");
-    const bars = $("bars"); bars.replaceChildren();
-    for (const [name, p] of Object.entries(j.scores)) {
-      const row = document.createElement("div"); row.className = "row";
-      const n = document.createElement("span"); n.className = "name"; n.textContent = name;
-      const t = document.createElement("span"); t.className = "track";
-      const b = document.createElement("span"); b.className = "bar"; b.style.width = (100 * p).toFixed(1) + "%%";
-      const v = document.createElement("span"); v.className = "score"; v.textContent = p.toFixed(3);
-      t.append(b); row.append(n, t, v); bars.append(row);
-    }
-    $("result").hidden = false;
-  } catch (e) { $("error").textContent = "no answer from the server: " + e; }
-  finally { $("go").disabled = false; }
-});
-</script></body></html>
-"""
+        for job in list(self.pending.values()):
+            self._forget(job.key)
+            if not job.future.done(): job.future.set_exception(Overloaded("the server is shutting down"))
 
 # %% ../nbs/06_api.ipynb #c3d90910
+def render_page(**values) -> str:
+    "The web page `static/index.html` with each `{{name}}` replaced by `values[name]`, HTML-escaped."
+    page = files("distrinews").joinpath("static/index.html").read_text(encoding="utf-8")
+    for name, value in values.items(): page = page.replace("{{" + name + "}}", html.escape(str(value)))
+    return page
+
+# %% ../nbs/06_api.ipynb #42c816ed
 def _prediction_json(p: dict) -> dict:
     return {"label": p["label"], "confidence": p["confidence"], "scores": p["scores"], "truncated": p["truncated"]}
 
@@ -218,35 +248,67 @@ def _schema(model: type[BaseModel]) -> dict:
     "OpenAPI request body for a route that reads its body itself."
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
-def create_app(checkpoint: str | Path | None = None, *, loader: ModelLoader | None = None, max_length: int = 128,
-               quantize: bool = False, threads: int | None = None, max_batch: int = 32, max_wait_ms: float = 5.0,
-               queue_size: int = QUEUE_SIZE, max_texts: int = MAX_TEXTS, max_chars: int = MAX_CHARS,
-               max_body: int = MAX_BODY) -> FastAPI:
+async def _disconnected(request: Request) -> None:
+    "Return when the client of `request` closes its connection (call after the body was read)."
+    while (await request.receive())["type"] != "http.disconnect": pass
+
+async def wait_for_answer(request: Request, future: asyncio.Future):
+    "The result of `future`, or `ClientGone` (and `future` cancelled) if `request`'s client disconnects first."
+    gone = asyncio.ensure_future(_disconnected(request))
+    try: await asyncio.wait({future, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally: gone.cancel()
+    if not future.done():
+        future.cancel()
+        raise ClientGone()
+    return future.result()
+
+def service_info(loader: ModelLoader, limits: dict, batching: dict) -> dict:
+    "What `GET /info` says: model (folder name only), labels, precision, device, version, limits, batching."
+    return {"model": Path(loader.path).name, "model_type": loader.model_type, "labels": list(loader.labels),
+            "max_length": loader.max_length, "dtype": loader.dtype, "quantized": loader.quantized,
+            "device": str(loader.device), "threads": loader.threads, "version": distrinews.__version__,
+            "limits": limits, "batching": batching}
+
+# %% ../nbs/06_api.ipynb #9632bb6f
+def create_app(checkpoint: str | Path | None = None,    # checkpoint folder (or pass `loader`)
+               *,
+               loader: ModelLoader | None = None,          # an already loaded checkpoint
+               max_length: int = 128,                      # tokens per text; longer ones are truncated
+               dtype: str = "auto",                        # auto, fp32, bf16, fp16 or int8 (see the loader chapter)
+               quantize: bool = False,                     # older spelling of dtype="int8"
+               threads: int | None = None,                 # torch threads (default: the cores available)
+               max_batch: int = 32,                        # texts per forward pass
+               max_wait_ms: float = 5.0,                   # how long a batch waits to fill under load
+               queue_size: int = QUEUE_SIZE,               # requests waiting before 503
+               queue_texts: int = QUEUE_TEXTS,             # texts waiting before 503
+               max_texts: int = MAX_TEXTS,                 # texts per /predict/batch request (more: 413)
+               max_chars: int = MAX_CHARS,                 # characters per text (more: 413)
+               max_body: int = MAX_BODY,                   # bytes per request body (more: 413)
+               body_timeout_s: float = BODY_TIMEOUT_S,     # seconds to receive a body (slower: 408)
+              ) -> FastAPI:
     "The FastAPI service for `checkpoint` (or an already built `loader`): health, info, predict, batch predict, web page."
     if loader is None:
         if checkpoint is None: raise ModelError("checkpoint: give a checkpoint folder or a ModelLoader")
-        loader = ModelLoader(checkpoint, max_length=max_length, quantize=quantize, threads=threads)
-    if max_texts < 1 or max_chars < 1 or max_body < 1: raise ValueError("max_texts, max_chars and max_body must be >= 1")
-    batcher = MicroBatcher(loader.predict_batch, max_batch=max_batch, max_wait_ms=max_wait_ms, queue_size=queue_size)
-    started = time.time()
-    info = {"model": str(loader.path), "model_type": loader.model_type, "labels": list(loader.labels),
-            "max_length": loader.max_length, "quantized": loader.quantized, "device": str(loader.device),
-            "threads": loader.threads, "version": distrinews.__version__,
-            "limits": {"max_texts": max_texts, "max_chars": max_chars, "max_body_bytes": max_body, "queue_size": queue_size},
-            "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms}}
-    page = PAGE % {"max_chars": max_chars, "model": Path(loader.path).name, "version": distrinews.__version__,
-                   "precision": "int8" if loader.quantized else "fp32"}
+        loader = ModelLoader(checkpoint, max_length=max_length, dtype="int8" if quantize else dtype, threads=threads)
+    if min(max_texts, max_chars, max_body) < 1 or body_timeout_s <= 0:
+        raise ValueError("max_texts, max_chars and max_body must be >= 1 and body_timeout_s > 0")
+    batcher = MicroBatcher(lambda texts: loader.predict_batch(texts, batch_size=max_batch), max_batch=max_batch,
+                           max_wait_ms=max_wait_ms, queue_size=queue_size, queue_texts=queue_texts)
+    limits = {"max_texts": max_texts, "max_chars": max_chars, "max_body_bytes": max_body, "queue_size": queue_size,
+              "queue_texts": queue_texts, "body_timeout_s": body_timeout_s}
+    info = service_info(loader, limits, {"max_batch": max_batch, "max_wait_ms": max_wait_ms})
+    page = render_page(max_chars=max_chars, model=info["model"], precision=loader.dtype, version=distrinews.__version__)
     app = FastAPI(title="distrinews", version=distrinews.__version__,
                   description="AG News topic classification (World, Sports, Business, Sci/Tech) with micro-batching.")
-    app.state.loader, app.state.batcher = loader, batcher
+    app.state.loader, app.state.batcher, app.state.started = loader, batcher, time.time()
+    add_error_handlers(app)
 
-    @app.exception_handler(APIError)
-    async def api_error(request: Request, e: APIError):
-        return JSONResponse({"detail": e.detail}, status_code=e.status, headers=e.headers)
-
-    async def predict_texts(texts: list[str]) -> list[dict]:
-        try: return await batcher.submit(texts)
+    async def predict_texts(request: Request, texts: list[str]) -> list[dict]:
+        try: future = batcher.enqueue(texts)
         except Overloaded as e: raise APIError(503, f"server busy: {e}; retry shortly", {"Retry-After": "1"}) from None
+        try: return [_prediction_json(p) for p in await wait_for_answer(request, future)]
+        except (ClientGone, asyncio.CancelledError): raise
+        except Exception as e: raise APIError(500, f"the model failed on this request: {type(e).__name__}: {e}") from None
 
     @app.get("/health")
     async def health():
@@ -254,64 +316,95 @@ def create_app(checkpoint: str | Path | None = None, *, loader: ModelLoader | No
         if batcher.task is not None and batcher.task.done():
             return JSONResponse({"status": "error", "detail": "the batching worker stopped"}, status_code=503)
         return {"status": "ok", "model_loaded": True, "queued": batcher.waiting, "batches": batcher.batches,
-                "texts": batcher.texts, "uptime_s": round(time.time() - started, 1)}
+                "texts": batcher.texts, "dropped": batcher.dropped, "uptime_s": round(time.time() - app.state.started, 1)}
 
     @app.get("/info")
     async def get_info():
-        "Model, labels, max length, int8 or not, version, limits and batching settings."
+        "Model folder name, labels, max length, precision, version, limits and batching settings."
         return info
 
     @app.post("/predict", response_model=Prediction, openapi_extra=_schema(PredictRequest))
     async def predict(request: Request):
         "Label, confidence and the four scores of one text."
-        req = parse_body(PredictRequest, await read_json(request, max_body))
+        req = parse_body(PredictRequest, await read_json(request, max_body, body_timeout_s))
         check_request_texts([req.text], ["text"], max_chars)
-        return _prediction_json((await predict_texts([req.text]))[0])
+        return JSONResponse((await predict_texts(request, [req.text]))[0])
 
     @app.post("/predict/batch", response_model=BatchResponse, openapi_extra=_schema(BatchRequest))
     async def predict_batch(request: Request):
         "Predictions for 1 to `max_texts` texts, in input order."
-        req = parse_body(BatchRequest, await read_json(request, max_body))
+        req = parse_body(BatchRequest, await read_json(request, max_body, body_timeout_s))
         if not req.texts: raise APIError(422, "texts: must hold at least one text")
         if len(req.texts) > max_texts:
             raise APIError(413, f"texts: {len(req.texts)} texts, over the limit of {max_texts} per request")
         check_request_texts(req.texts, [f"texts[{i}]" for i in range(len(req.texts))], max_chars)
-        return {"predictions": [_prediction_json(p) for p in await predict_texts(req.texts)]}
+        return JSONResponse({"predictions": await predict_texts(request, req.texts)})
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index(): return page
 
     return app
 
+def add_error_handlers(app: FastAPI) -> None:
+    "`APIError` becomes its status and `{detail}`; `ClientGone` an empty answer nobody will read (and no traceback)."
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, e: APIError):
+        return JSONResponse({"detail": e.detail}, status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, e: ClientGone):
+        return Response(status_code=499)    # nginx's "client closed request"; the client is not there to read it
+
 # %% ../nbs/06_api.ipynb #324bf366
+def check_port(host: str, port: int) -> None:
+    "A `ValueError` naming `port` if it is outside 1..65535 or cannot be listened on at `host` (already in use)."
+    if not 1 <= port <= 65535: raise ValueError(f"--port: must be in 1..65535, got {port}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)    # as uvicorn does: a port in TIME_WAIT is free
+        try: s.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE: raise ValueError(f"--port: {host}:{port} is already in use") from None
+            raise ValueError(f"--host/--port: cannot listen on {host}:{port}: {e.strerror or e}") from None
+
 def add_serve_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     "Flags of `distrinews serve`."
     p.add_argument("--checkpoint", required=True, help="checkpoint folder written by the trainer (e.g. runs/quick/best)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--port", type=int, default=8000, help="port, 1..65535 (default: 8000)")
     p.add_argument("--max-length", type=int, default=128, help="tokens per text, longer ones are truncated (default: 128)")
-    p.add_argument("--int8", action="store_true",
-                   help="int8 linear layers (CPU): faster, slightly less accurate, scores depend a little on the batch")
+    p.add_argument("--dtype", default="auto", choices=DTYPES,
+                   help="auto (bf16 where the CPU/GPU computes it natively, else fp32; fp16 on older GPUs), fp32, bf16, fp16 or int8")
+    p.add_argument("--int8", action="store_true", help="same as --dtype int8 (CPU): faster without bf16, scores depend a little on the batch")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores available)")
     p.add_argument("--max-batch", type=int, default=32, help="texts per forward pass (default: 32)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill under load (default: 5)")
     p.add_argument("--queue-size", type=int, default=QUEUE_SIZE, help=f"requests waiting before 503 (default: {QUEUE_SIZE})")
+    p.add_argument("--queue-texts", type=int, default=QUEUE_TEXTS, help=f"texts waiting before 503 (default: {QUEUE_TEXTS})")
     p.add_argument("--max-texts", type=int, default=MAX_TEXTS, help=f"texts per batch request (default: {MAX_TEXTS})")
     p.add_argument("--max-chars", type=int, default=MAX_CHARS, help=f"characters per text (default: {MAX_CHARS})")
+    p.add_argument("--body-timeout", type=float, default=BODY_TIMEOUT_S, help=f"seconds to receive a request body, then 408 (default: {BODY_TIMEOUT_S:g})")
+    p.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS, help=f"open connections at once, more get 503 (default: {MAX_CONNECTIONS})")
     p.add_argument("--log-level", default="info", help="uvicorn log level (default: info)")
     return p
 
 def run_serve(args) -> int:
-    "Load the checkpoint and serve it with uvicorn until interrupted; 2 with the reason on a bad checkpoint."
+    "Check the port, load the checkpoint and serve it with uvicorn until interrupted; 2 with one line on stderr on bad input."
     import uvicorn
+    opt = lambda name, default: getattr(args, name, default)    # works whichever parser defined the flags
     try:
-        loader = ModelLoader(args.checkpoint, max_length=args.max_length, quantize=args.int8, threads=args.threads)
+        check_port(args.host, args.port)
+        dtype = "int8" if opt("int8", False) else opt("dtype", "auto")
+        loader = ModelLoader(args.checkpoint, max_length=args.max_length, dtype=dtype, threads=args.threads)
         app = create_app(loader=loader, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
-                         max_texts=args.max_texts, max_chars=args.max_chars)
+                         queue_texts=opt("queue_texts", QUEUE_TEXTS), max_texts=args.max_texts, max_chars=args.max_chars,
+                         body_timeout_s=opt("body_timeout", BODY_TIMEOUT_S))
     except (ModelError, ValueError) as e:
-        print(f"distrinews serve: {e}", file=sys.stderr); return 2
+        print(f"distrinews serve: error: {e}", file=sys.stderr)
+        return 2
     print(f"serving {loader} on http://{args.host}:{args.port}", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                limit_concurrency=opt("max_connections", MAX_CONNECTIONS))
     return 0
 
 # %% ../nbs/06_api.ipynb #04b8dfa6

@@ -1,13 +1,19 @@
-"""The inference API (06_api) and loader (05_loader) through FastAPI's TestClient: the schema, every class of bad
-input (each answered with a 4xx that names the problem, the service healthy afterwards), back-pressure, and the
-same answer for a text alone and inside a batch. CPU only, no network: a tiny checkpoint is trained in the test."""
-import json, time
+"""The inference API (06_api) and loader (05_loader) through FastAPI's TestClient and an in-process uvicorn: the
+schema, every class of bad input (each answered with a 4xx that names the problem, the service healthy afterwards),
+back-pressure, abandoned and half-sent requests, a failing text inside a batch, precision choice, and the same answer
+for a text alone and inside a batch. CPU only, loopback only: a tiny checkpoint is trained in the test."""
+import asyncio, argparse, contextlib, json, logging, shutil, socket, threading, time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
+import torch
+import uvicorn
 from fastapi.testclient import TestClient
 
-from distrinews.api import MAX_BODY, MAX_CHARS, MAX_TEXTS, create_app, naive_app
+from distrinews import api
+from distrinews.api import (BODY_TIMEOUT_S, MAX_BODY, MAX_CHARS, MAX_TEXTS, QUEUE_TEXTS, add_serve_args, create_app,
+                            naive_app, run_serve)
 from distrinews.config import LABELS
 from distrinews.loader import ModelLoader, tiny_checkpoint
 from distrinews.model import ModelError
@@ -26,7 +32,7 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loader(ckpt):
-    return ModelLoader(ckpt)
+    return ModelLoader(ckpt, dtype="fp32")      # fp32: a text's scores do not depend on its batch (1e-5 checks below)
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +55,12 @@ def test_health_and_info(client, ckpt):
     assert h["status"] == "ok" and h["model_loaded"] is True
     info = client.get("/info").json()
     assert info["labels"] == list(LABELS)
-    assert info["model"] == str(ckpt) and info["model_type"] == "distilbert"
-    assert info["max_length"] == 128 and info["quantized"] is False
+    assert info["model"] == "best" and str(ckpt.parent) not in json.dumps(info)    # the folder name, not the path
+    assert info["model_type"] == "distilbert"
+    assert info["max_length"] == 128 and info["quantized"] is False and info["dtype"] == "fp32"
     assert info["version"] == __import__("distrinews").__version__
-    assert info["limits"] == {"max_texts": MAX_TEXTS, "max_chars": MAX_CHARS, "max_body_bytes": MAX_BODY, "queue_size": 256}
+    assert info["limits"] == {"max_texts": MAX_TEXTS, "max_chars": MAX_CHARS, "max_body_bytes": MAX_BODY, "queue_size": 256,
+                              "queue_texts": QUEUE_TEXTS, "body_timeout_s": BODY_TIMEOUT_S}
 
 
 def test_predict_schema(client):
@@ -192,9 +200,10 @@ class SlowLoader:
 
     def __getattr__(self, name): return getattr(self.inner, name)
 
-    def predict_batch(self, texts):
-        time.sleep(self.delay); self.sizes.append(len(texts))
-        return self.inner.predict_batch(texts)
+    def predict_batch(self, texts, batch_size=None):
+        time.sleep(self.delay)
+        self.sizes.append(len(texts))
+        return self.inner.predict_batch(texts, batch_size)
 
 
 def test_full_queue_answers_503_with_retry_after(loader):
@@ -223,15 +232,109 @@ def test_concurrent_requests_are_batched(loader):
 
 
 class FailingLoader(SlowLoader):
-    def predict_batch(self, texts):
+    "Fails every batch that holds a text with 'boom' in it."
+    def predict_batch(self, texts, batch_size=None):
+        time.sleep(self.delay)
+        self.sizes.append(len(texts))
         if any("boom" in t for t in texts): raise RuntimeError("model failed")
-        return self.inner.predict_batch(texts)
+        return self.inner.predict_batch(texts, batch_size)
 
 
 def test_model_failure_is_a_500_and_the_worker_survives(loader):
-    with TestClient(create_app(loader=FailingLoader(loader)), raise_server_exceptions=False) as c:
-        assert c.post("/predict", json={"text": "boom"}).status_code == 500
+    with TestClient(create_app(loader=FailingLoader(loader, delay=0)), raise_server_exceptions=False) as c:
+        r = c.post("/predict", json={"text": "boom"})
+        assert r.status_code == 500 and "the model failed on this request: RuntimeError: model failed" in r.json()["detail"]
         assert_healthy(c)
+
+
+def test_one_failing_text_fails_only_its_own_request(loader):
+    failing = FailingLoader(loader, delay=0.2)
+    with TestClient(create_app(loader=failing, max_batch=32, max_wait_ms=50), raise_server_exceptions=False) as c:
+        texts = [HEADLINES[i % 4] for i in range(12)]
+        texts[5] = "boom goes the market"
+        with ThreadPoolExecutor(12) as ex:
+            rs = list(ex.map(lambda t: c.post("/predict", json={"text": t}), texts))
+        assert max(failing.sizes) > 1, failing.sizes                       # the bad text was batched with others ...
+        assert [r.status_code for r in rs] == [500 if i == 5 else 200 for i in range(12)], [r.text for r in rs]
+        for t, r in zip(texts, rs):                                          # ... and they got their own answers
+            if r.status_code == 200: assert r.json()["label"] == loader.predict(t)["label"]
+        assert_healthy(c)
+
+
+def test_max_batch_is_the_forward_pass_size(ckpt):
+    ldr = ModelLoader(ckpt, dtype="fp32")               # batch_size 32 by default
+    model, shapes = ldr.model, []
+
+    class Recording(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+        def forward(self, **kw):
+            shapes.append(tuple(kw["input_ids"].shape))
+            return self.inner(**kw)
+
+    ldr.model = Recording()
+    with TestClient(create_app(loader=ldr, max_batch=64)) as c:
+        r = c.post("/predict/batch", json={"texts": [HEADLINES[2]] * 64})
+        assert r.status_code == 200 and c.get("/info").json()["batching"]["max_batch"] == 64
+    assert [s[0] for s in shapes] == [64], shapes
+
+
+def test_long_texts_are_cut_before_tokenizing(loader, client):
+    seen = []
+    tok = loader.tokenizer
+
+    class Recording:
+        def __getattr__(self, name): return getattr(tok, name)
+        def __call__(self, texts, **kw):
+            seen.extend(map(len, texts))
+            return tok(texts, **kw)
+
+    texts = [(HEADLINES[i % 4] + " ") * 170 for i in range(64)]      # 9,000 to 10,000 characters each
+    loader.cut_chars = None                                          # reference: each text tokenized whole
+    try: expected = loader.predict_batch(texts[:4])
+    finally: loader.cut_chars = 8 * loader.max_length
+    loader.tokenizer = Recording()
+    try: r = client.post("/predict/batch", json={"texts": texts})
+    finally: loader.tokenizer = tok
+    assert r.status_code == 200
+    assert max(seen) <= 8 * loader.max_length < len(texts[0]), max(seen)   # the tokenizer never saw a whole text
+    for e, p in zip(expected, r.json()["predictions"]):                    # and the answers did not change
+        assert p["label"] == e["label"] and p["truncated"] is True
+        for k in LABELS: assert abs(p["scores"][k] - e["scores"][k]) < 1e-5
+
+
+def test_page_shows_the_folder_name_escaped(ckpt, tmp_path):
+    odd = tmp_path / "<img src=x onerror=alert(1)>"
+    shutil.copytree(ckpt, odd)
+    with TestClient(create_app(loader=ModelLoader(odd, dtype="fp32"))) as c:
+        assert c.get("/info").json()["model"] == odd.name
+        page = c.get("/").text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page and "<img" not in page
+
+
+# ---------------------------------------------------------------- precision
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")])
+def test_auto_dtype_follows_the_cpu(ckpt, monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    ldr = ModelLoader(ckpt, device="cpu")
+    assert ldr.dtype == expected
+    assert next(ldr.model.parameters()).dtype == (torch.bfloat16 if expected == "bf16" else torch.float32)
+    with TestClient(create_app(loader=ldr)) as c:
+        assert c.get("/info").json()["dtype"] == expected
+        preds = c.post("/predict/batch", json={"texts": HEADLINES[:4]}).json()["predictions"]
+    assert [p["label"] for p in preds] == ["Sci/Tech", "Sports", "Business", "World"]
+
+
+def test_bf16_answers_do_not_depend_on_the_batch(ckpt):
+    ldr = ModelLoader(ckpt, dtype="bf16")
+    batched = ldr.predict_batch(HEADLINES * 3, batch_size=5)
+    for t, b in zip(HEADLINES * 3, batched):
+        one = ldr.predict(t)
+        assert one["label"] == b["label"]
+        for k in LABELS: assert abs(one["scores"][k] - b["scores"][k]) < 1e-3
 
 
 # ---------------------------------------------------------------- loader, int8, naive baseline
@@ -260,3 +363,132 @@ def test_naive_baseline_agrees(ckpt, client):
             a, b = c.post("/predict", json={"text": t}).json(), client.post("/predict", json={"text": t}).json()
             assert a["label"] == b["label"] and set(a["scores"]) == set(LABELS)
             assert abs(a["confidence"] - b["confidence"]) < 1e-4
+
+
+# ---------------------------------------------------------------- over real sockets: abandoned and half-sent requests
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_server(app, **kw):
+    "uvicorn serving `app` on a free loopback port in a thread of this process; yields (url, port)."
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                                           log_config=None, **kw))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    t0 = time.time()
+    while not server.started:
+        assert th.is_alive() and time.time() - t0 < 30, "uvicorn did not start"
+        time.sleep(0.05)
+    try: yield f"http://127.0.0.1:{port}", port
+    finally:
+        server.should_exit = True
+        th.join(15)
+
+
+class CountingLoader(SlowLoader):
+    "Counts the texts it computes; each forward pass takes at least `delay` seconds."
+    def __init__(self, loader, delay):
+        super().__init__(loader, delay)
+        self.computed = 0
+
+    def predict_batch(self, texts, batch_size=None):
+        self.computed += len(texts)
+        return super().predict_batch(texts, batch_size)
+
+
+async def _impatient_clients(url, n, texts, timeout):
+    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=httpx.Limits(max_connections=n)) as c:
+        async def one():
+            try: return (await c.post("/predict/batch", json={"texts": texts})).status_code
+            except httpx.TimeoutException: return "gave up"
+        return await asyncio.gather(*[one() for _ in range(n)])
+
+
+def test_abandoned_requests_are_not_computed(loader):
+    counting = CountingLoader(loader, delay=0.1)
+    app = create_app(loader=counting, max_batch=64, queue_size=1000, queue_texts=100_000)   # only disconnects limit it
+    texts = [HEADLINES[i % 4] for i in range(64)]
+    with live_server(app) as (url, _):
+        results = asyncio.run(_impatient_clients(url, 150, texts, timeout=0.3))
+        t0 = time.time()
+        while app.state.batcher.waiting and time.time() - t0 < 60: time.sleep(0.1)   # let the server settle
+        time.sleep(0.5)
+        assert httpx.get(url + "/health").json()["status"] == "ok"
+    submitted = 64 * 150
+    assert results.count("gave up") >= 100, results
+    assert counting.computed < 0.2 * submitted, (counting.computed, submitted)
+    assert app.state.batcher.dropped > 0.5 * submitted
+
+
+def test_queue_is_bounded_by_texts(loader):
+    app = create_app(loader=SlowLoader(loader, delay=0.3), max_batch=64, queue_texts=128)
+    with live_server(app) as (url, _):
+        codes = asyncio.run(_impatient_clients(url, 10, [HEADLINES[0]] * 64, timeout=30))
+    assert codes.count(503) >= 6 and 200 in codes, codes           # 2 requests of 64 texts fill the queue
+
+
+def _raw(port, data, close=False, read=True, wait=5.0):
+    "Send raw bytes on a new connection; the first line of the answer ('' if none)."
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
+        s.sendall(data)
+        if close: return ""
+        try: return s.recv(4096).decode(errors="replace").split("\r\n")[0] if read else ""
+        except socket.timeout: return ""
+
+
+HALF = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        b'{"text": "Stocks ')
+
+
+def test_half_sent_body_gets_408_and_closed_client_logs_nothing(loader):
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    log = logging.getLogger("uvicorn.error")
+    log.addHandler(handler)
+    try:
+        with live_server(create_app(loader=loader, body_timeout_s=0.5)) as (url, port):
+            t0 = time.time()
+            assert "408" in _raw(port, HALF), "a half-sent body must get 408"
+            assert time.time() - t0 < 4
+            for _ in range(3): _raw(port, HALF, close=True)          # hang up mid-body
+            time.sleep(1.0)
+            assert httpx.post(url + "/predict", json={"text": HEADLINES[1]}).json()["label"] == "Sports"
+    finally: log.removeHandler(handler)
+    messages = [r.getMessage() for r in records]
+    assert not any("Exception in ASGI application" in m for m in messages), messages
+
+
+# ---------------------------------------------------------------- distrinews serve: flags checked before anything starts
+
+def _serve_args(*argv):
+    return add_serve_args(argparse.ArgumentParser()).parse_args(list(argv))
+
+
+def test_serve_refuses_bad_and_busy_ports(capsys, tmp_path):
+    assert run_serve(_serve_args("--checkpoint", str(tmp_path / "nope"), "--port", "99999")) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "--port: must be in 1..65535, got 99999" in err, err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0)); busy.listen()
+        port = busy.getsockname()[1]
+        assert run_serve(_serve_args("--checkpoint", str(tmp_path / "nope"), "--port", str(port))) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and f"127.0.0.1:{port} is already in use" in err, err
+
+
+def test_serve_passes_dtype_batch_and_connection_cap(ckpt, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    assert run_serve(_serve_args("--checkpoint", str(ckpt), "--port", str(_free_port()), "--int8",
+                                 "--max-batch", "48", "--max-connections", "7")) == 0
+    assert seen["limit_concurrency"] == 7
+    with TestClient(seen["app"]) as c:
+        info = c.get("/info").json()
+    assert info["dtype"] == "int8" and info["batching"]["max_batch"] == 48
