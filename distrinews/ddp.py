@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_ddp.ipynb #a4b46828
 from __future__ import annotations
-import contextlib, datetime, json, os, random
+import contextlib, datetime, json, os, random, resource, socket
 from dataclasses import dataclass
 import torch
 import torch.distributed as dist
@@ -12,7 +12,7 @@ import torch.distributed as dist
 # %% auto #0
 __all__ = ['DistEnv', 'setup_distributed', 'cleanup_distributed', 'get_rank', 'get_world_size', 'rank_print', 'all_reduce_mean',
            'all_reduce_sum', 'all_reduce_max', 'barrier', 'main_process_first', 'seed_everything', 'gather_eval',
-           'classification_metrics', 'describe_hardware']
+           'classification_metrics', 'describe_hardware', 'free_port', 'peak_mem_mb']
 
 # %% ../nbs/03_ddp.ipynb #7f1add72
 @dataclass
@@ -155,3 +155,15 @@ def describe_hardware() -> dict:
             if line.startswith("model name"): cpu = line.split(":", 1)[1].strip(); break
     except OSError: pass
     return dict(kind="cpu", count=0, name=cpu, cpu_cores=os.cpu_count())
+
+# %% ../nbs/03_ddp.ipynb #3abf9667
+def free_port() -> int:
+    "A TCP port on 127.0.0.1 that is free right now (the OS picks it)."
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+def peak_mem_mb(device: torch.device) -> float:
+    "Peak memory of this process in MiB: torch's allocated GPU memory on `device`, else the CPU's max resident set."
+    if device.type == "cuda": return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux reports KiB

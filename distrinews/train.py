@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_trainer.ipynb #209e9fe9
 from __future__ import annotations
-import argparse, contextlib, json, math, os, random, resource, shutil, socket, sys, time, uuid
+import argparse, contextlib, json, math, os, random, shutil, sys, tempfile, time, uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 import torch
@@ -15,17 +15,18 @@ from torch.utils.data import DataLoader
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
-from .config import Config, ConfigError, LABELS, add_config_args, config_from_args
+from .config import Config, ConfigError, LABELS, add_config_args, config_from_args, load_config
 from .data import LengthGroupedBatchSampler, load_source, make_collator, tokenize, train_val_split
 from .ddp import (DistEnv, all_reduce_max, all_reduce_mean, all_reduce_sum, barrier, classification_metrics, cleanup_distributed,
-                            describe_hardware, gather_eval, main_process_first, rank_print, seed_everything, setup_distributed)
+                            describe_hardware, free_port, gather_eval, main_process_first, peak_mem_mb, rank_print,
+                            seed_everything, setup_distributed)
 from .model import load_model, save_model, unwrap
 
 # %% auto #0
 __all__ = ['resolve_precision', 'autocast_for', 'build_datasets', 'make_loader', 'evaluate', 'TrainState', 'Callback',
            'JsonlLogger', 'TensorBoardLogger', 'ProgressBar', 'EarlyStopping', 'atomic_dir_write', 'find_checkpoint',
-           'save_training_state', 'load_training_state', 'fit_batch_size', 'train', 'launch_fn', 'launch',
-           'evaluate_checkpoint', 'add_train_args', 'preflight', 'run_train', 'add_eval_args', 'run_eval']
+           'save_training_state', 'load_training_state', 'fit_batch_size', 'train', 'tiny_checkpoint', 'launch_fn',
+           'launch', 'evaluate_checkpoint', 'add_train_args', 'preflight', 'run_train', 'add_eval_args', 'run_eval']
 
 # %% ../nbs/04_trainer.ipynb #f6ac0163
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -227,10 +228,6 @@ def _optimizer(model, cfg: Config, env: DistEnv) -> torch.optim.Optimizer:
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=env.device.type == "cuda")
 
-def _peak_mem_mb(device: torch.device) -> float:
-    if device.type == "cuda": return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB
-
 def _apply_options(model, cfg: Config):
     "Gradient checkpointing, LoRA adapters (peft) and torch.compile, when asked for."
     if cfg.grad_checkpointing: model.gradient_checkpointing_enable()
@@ -360,7 +357,7 @@ def _train(cfg: Config, env: DistEnv, callbacks: list[Callback], progress: bool)
                    per_device_batch=bs, grad_accum=accum, global_batch=bs * accum * env.world_size,
                    train_samples_per_s=all_reduce_sum(samples) / max(train_time, 1e-9),
                    train_tokens_per_s=all_reduce_sum(tokens) / max(train_time, 1e-9), train_s=train_time,
-                   wall_s=time.perf_counter() - t_start, peak_mem_mb=all_reduce_max(_peak_mem_mb(env.device)),
+                   wall_s=time.perf_counter() - t_start, peak_mem_mb=all_reduce_max(peak_mem_mb(env.device)),
                    eval={k: final[k] for k in ("accuracy", "precision", "recall", "macro_f1", "loss", "n")},
                    confusion=final["confusion"], best={"metric": cfg.best_metric, "value": state.best_value, "step": state.best_step},
                    stopped_early=state.should_stop, config=asdict(cfg))
@@ -368,15 +365,32 @@ def _train(cfg: Config, env: DistEnv, callbacks: list[Callback], progress: bool)
     for cb in cbs: cb.on_train_end(state, summary)
     return summary
 
+# %% ../nbs/04_trainer.ipynb #2d050964
+def tiny_checkpoint(path: str | Path,  # where the checkpoint folder goes (created; its parent too)
+                    samples: int = 640,  # synthetic training rows
+                    epochs: int = 3,  # passes over them
+                    seed: int = 0,  # seed of the run (same seed: same weights)
+                   ) -> Path:
+    "Train the `tiny` model with the trainer on synthetic news (one process, seconds on a CPU); its `best/` moved to `path`."
+    threads = torch.get_num_threads()
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            cfg = load_config("quick", data=f"synthetic:{samples}", epochs=epochs, nproc=1, seed=seed, output=out, log_every=1000)
+            train(cfg, progress=False)
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(f"{out}/best", path)
+        return path
+    finally: torch.set_num_threads(threads)   # setup_distributed may have changed it
+
 # %% ../nbs/04_trainer.ipynb #0e8429fc
-def _free_port() -> int:
-    with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+_free_port, _peak_mem_mb = free_port, peak_mem_mb   # old private names: api/bench switch to ddp.free_port/peak_mem_mb
 
 def launch_fn(fn, args: tuple, nproc: int):
     "Run `fn(*args)` on `nproc` local processes (or in this one if already launched / nproc == 1); rank 0's result."
     if "WORLD_SIZE" in os.environ or nproc <= 1: return fn(*args)
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-    port = _free_port()
+    port = free_port()
     conf = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"distrinews-{port}",
                         rdzv_backend="static", rdzv_endpoint=f"127.0.0.1:{port}", rdzv_configs={"rank": 0},
                         max_restarts=0, monitor_interval=0.2, start_method="spawn")
