@@ -35,7 +35,10 @@ MAX_CONNECTIONS = 512   # open connections uvicorn accepts at once (more: 503)
 
 class APIError(Exception):
     "An answer with a 4xx/5xx status and a `detail` message that names the problem."
-    def __init__(self, status: int, detail: str, headers: dict | None = None):
+    def __init__(self,
+                 status: int,                   # HTTP status, e.g. 413
+                 detail: str,                   # what is wrong, naming the field or limit
+                 headers: dict | None = None):  # extra response headers, e.g. Retry-After
         super().__init__(detail)
         self.status, self.detail, self.headers = status, detail, headers
 
@@ -105,7 +108,10 @@ def parse_body(model: type[BaseModel], data: object) -> BaseModel:
         msgs = [f"{_where(err['loc'])}: {err['msg']}" for err in e.errors(include_input=False)[:5]]
         raise APIError(422, "; ".join(msgs)) from None
 
-def check_request_texts(texts: Sequence[str], names: Sequence[str], max_chars: int = MAX_CHARS) -> None:
+def check_request_texts(texts: Sequence[str],          # the texts of one request
+                        names: Sequence[str],          # how to name each in a message, e.g. texts[2]
+                        max_chars: int = MAX_CHARS,    # characters allowed per text
+                       ) -> None:
     "Raise an `APIError` naming the first text that is blank (422), too long (413) or not valid Unicode (422)."
     for t, name in zip(texts, names):
         if not t.strip(): raise APIError(422, f"{name}: empty or whitespace-only text, nothing to classify")
@@ -262,7 +268,10 @@ async def wait_for_answer(request: Request, future: asyncio.Future):
         raise ClientGone()
     return future.result()
 
-def service_info(loader: ModelLoader, limits: dict, batching: dict) -> dict:
+def service_info(loader: ModelLoader,   # the loaded checkpoint
+                 limits: dict,          # request limits in force
+                 batching: dict,        # micro-batching settings
+                ) -> dict:
     "What `GET /info` says: model (folder name only), labels, precision, device, version, limits, batching."
     return {"model": Path(loader.path).name, "model_type": loader.model_type, "labels": list(loader.labels),
             "max_length": loader.max_length, "dtype": loader.dtype, "quantized": loader.quantized,
@@ -456,8 +465,8 @@ uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=Fa
 def serve_in_subprocess(system: str, checkpoint: str | Path, startup_s: float = 120.0, **opts):
     "Run the `distrinews` or `naive` server for `checkpoint` in a subprocess on a free loopback port; yields its URL."
     import httpx
-    from distrinews.train import _free_port
-    port = _free_port()
+    from distrinews.ddp import free_port
+    port = free_port()
     log = tempfile.TemporaryFile()
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.Popen([sys.executable, "-c", _SERVER, system, str(checkpoint), str(port), json.dumps(opts)],

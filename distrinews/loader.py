@@ -15,8 +15,7 @@ from .model import ModelError
 # %% auto #0
 __all__ = ['PICKLE_SUFFIXES', 'DTYPES', 'CHARS_PER_TOKEN', 'check_checkpoint', 'available_cpus', 'cpu_threads', 'pick_device',
            'cpu_has_native_bf16', 'resolve_dtype', 'quantize_int8', 'cast_model', 'length_batches', 'check_texts',
-           'clip_text', 'ModelLoader', 'tiny_checkpoint', 'evaluate_texts', 'predict_widget', 'add_predict_args',
-           'run_predict']
+           'clip_text', 'ModelLoader', 'evaluate_texts', 'predict_widget', 'add_predict_args', 'run_predict']
 
 # %% ../nbs/05_loader.ipynb #9f50e7f5
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -97,15 +96,20 @@ def cast_model(model: nn.Module, dtype: str) -> nn.Module:
     return model
 
 # %% ../nbs/05_loader.ipynb #4d76befb
-def length_batches(lengths: Sequence[int], batch_size: int, max_padding: float | None = 0.25) -> list[list[int]]:
+def length_batches(lengths: Sequence[int],             # tokens of each text
+                   batch_size: int,                    # texts per batch at most
+                   max_padding: float | None = 0.25,   # padding allowed, as a share of a batch's real tokens (None: no limit)
+                  ) -> list[list[int]]:
     "Positions sorted by length (stable), cut into batches of at most `batch_size`, each padded by at most `max_padding` of its tokens."
     if batch_size < 1: raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
     batches, cur, total = [], [], 0
     for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
         padded = (len(cur) + 1) * lengths[i]          # sorted: the new text is the longest of the batch
         if cur and (len(cur) == batch_size or (max_padding is not None and padded > (1 + max_padding) * (total + lengths[i]))):
-            batches.append(cur); cur, total = [], 0
-        cur.append(i); total += lengths[i]
+            batches.append(cur)
+            cur, total = [], 0
+        cur.append(i)
+        total += lengths[i]
     return batches + [cur] if cur else batches
 
 # %% ../nbs/05_loader.ipynb #e1340378
@@ -216,22 +220,6 @@ class ModelLoader:
         if not isinstance(text, str): raise TypeError(f"text: expected a string, got {type(text).__name__}")
         return self.predict_batch([text])[0]
 
-# %% ../nbs/05_loader.ipynb #468734ae
-def tiny_checkpoint(path: str | Path, samples: int = 640, epochs: int = 3, seed: int = 0) -> Path:
-    "Train the `tiny` model with the trainer on synthetic news (one process, seconds on a CPU); its `best/` moved to `path`."
-    import shutil, tempfile
-    from distrinews.config import load_config
-    from distrinews.train import train
-    threads = torch.get_num_threads()
-    try:
-        with tempfile.TemporaryDirectory() as out:
-            train(load_config("quick", data=f"synthetic:{samples}", epochs=epochs, nproc=1, seed=seed, output=out,
-                              log_every=1000), progress=False)
-            path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(f"{out}/best", path)
-        return path
-    finally: torch.set_num_threads(threads)
-
 # %% ../nbs/05_loader.ipynb #02471737
 def evaluate_texts(loader: ModelLoader,            # the loaded checkpoint
                    texts: Sequence[str],            # texts to classify
@@ -256,7 +244,9 @@ def predict_widget(loader: ModelLoader):
     out = w.HTML()
     def show(change=None):
         text = box.value
-        if not text.strip(): out.value = "<i>type a headline</i>"; return
+        if not text.strip():
+            out.value = "<i>type a headline</i>"
+            return
         p = loader.predict(text)
         bars = "".join(f"<div style='display:flex;gap:8px;align-items:center'><span style='width:80px'>{html.escape(k)}</span>"
                        f"<span style='display:inline-block;height:12px;width:{200 * v:.0f}px;background:#4c78a8'></span>"

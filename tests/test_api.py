@@ -15,7 +15,8 @@ from distrinews import api
 from distrinews.api import (BODY_TIMEOUT_S, MAX_BODY, MAX_CHARS, MAX_TEXTS, QUEUE_TEXTS, add_serve_args, create_app,
                             naive_app, run_serve)
 from distrinews.config import LABELS
-from distrinews.loader import ModelLoader, tiny_checkpoint
+from distrinews.loader import ModelLoader
+from distrinews.train import tiny_checkpoint
 from distrinews.model import ModelError
 
 HEADLINES = ["NASA scientists discovered a distant planet in orbit.",
@@ -476,7 +477,8 @@ def test_serve_refuses_bad_and_busy_ports(capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and "--port: must be in 1..65535, got 99999" in err, err
     with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0)); busy.listen()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
         port = busy.getsockname()[1]
         assert run_serve(_serve_args("--checkpoint", str(tmp_path / "nope"), "--port", str(port))) == 2
     err = capsys.readouterr().err

@@ -8,7 +8,7 @@ import pytest
 
 from distrinews.api import serve_in_subprocess
 from distrinews.config import LABELS
-from distrinews.loader import tiny_checkpoint
+from distrinews.train import tiny_checkpoint
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

@@ -9,7 +9,7 @@ import pytest
 
 from distrinews.api import serve_in_subprocess
 from distrinews.config import LABELS
-from distrinews.loader import tiny_checkpoint
+from distrinews.train import tiny_checkpoint
 
 TEXTS = ["NASA scientists discovered a distant planet in orbit.",
          "The Yankees rallied past the league leaders in overtime.",
@@ -99,3 +99,15 @@ def test_distrinews_serve_command(ckpt, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "distrinews.cli", "serve", "--checkpoint", str(tmp_path / "nope")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no such checkpoint folder" in bad.stderr
+
+
+@pytest.mark.parametrize("port, message", [("99999", "--port: must be in 1..65535, got 99999"), ("busy", "is already in use")])
+def test_distrinews_serve_bad_port_is_one_line(ckpt, port, message):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        if port == "busy": port = str(busy.getsockname()[1])
+        r = subprocess.run([sys.executable, "-m", "distrinews.cli", "serve", "--checkpoint", str(ckpt), "--port", port],
+                           capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr and "serving" not in r.stderr, r.stderr
