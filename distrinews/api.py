@@ -21,8 +21,9 @@ from .model import ModelError
 __all__ = ['MAX_TEXTS', 'MAX_CHARS', 'MAX_BODY', 'BODY_TIMEOUT_S', 'QUEUE_SIZE', 'QUEUE_TEXTS', 'MAX_CONNECTIONS', 'HEADLINES',
            'APIError', 'ClientGone', 'read_json', 'PredictRequest', 'BatchRequest', 'Prediction', 'BatchResponse',
            'parse_body', 'check_request_texts', 'Overloaded', 'Job', 'MicroBatcher', 'render_page', 'wait_for_answer',
-           'service_info', 'create_app', 'add_error_handlers', 'check_port', 'add_serve_args', 'run_serve',
-           'NaiveRequest', 'naive_app', 'hardware', 'serve_in_subprocess', 'drive', 'bench_serve']
+           'service_info', 'create_app', 'add_info_routes', 'add_predict_routes', 'add_error_handlers', 'check_port',
+           'add_serve_args', 'run_serve', 'NaiveRequest', 'naive_app', 'hardware', 'serve_in_subprocess', 'drive',
+           'bench_serve']
 
 # %% ../nbs/06_api.ipynb #cceed7c8
 MAX_TEXTS = 64          # texts in one /predict/batch request (more: 413)
@@ -311,13 +312,16 @@ def create_app(checkpoint: str | Path | None = None,    # checkpoint folder (or 
                   description="AG News topic classification (World, Sports, Business, Sci/Tech) with micro-batching.")
     app.state.loader, app.state.batcher, app.state.started = loader, batcher, time.time()
     add_error_handlers(app)
+    add_info_routes(app, info, page)
+    add_predict_routes(app, limits)
+    return app
 
-    async def predict_texts(request: Request, texts: list[str]) -> list[dict]:
-        try: future = batcher.enqueue(texts)
-        except Overloaded as e: raise APIError(503, f"server busy: {e}; retry shortly", {"Retry-After": "1"}) from None
-        try: return [_prediction_json(p) for p in await wait_for_answer(request, future)]
-        except (ClientGone, asyncio.CancelledError): raise
-        except Exception as e: raise APIError(500, f"the model failed on this request: {type(e).__name__}: {e}") from None
+def add_info_routes(app: FastAPI,   # the service
+                    info: dict,     # what GET /info answers
+                    page: str,      # the rendered web page for GET /
+                   ) -> None:
+    "`GET /health`, `GET /info` and `GET /` (the page)."
+    batcher = app.state.batcher
 
     @app.get("/health")
     async def health():
@@ -332,27 +336,37 @@ def create_app(checkpoint: str | Path | None = None,    # checkpoint folder (or 
         "Model folder name, labels, max length, precision, version, limits and batching settings."
         return info
 
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index(): return page
+
+def add_predict_routes(app: FastAPI, limits: dict) -> None:
+    "`POST /predict` and `POST /predict/batch`, checked against `limits` and answered through the app's batcher."
+    batcher = app.state.batcher
+    max_texts, max_chars, max_body, timeout_s = (limits[k] for k in ("max_texts", "max_chars", "max_body_bytes", "body_timeout_s"))
+
+    async def predict_texts(request: Request, texts: list[str]) -> list[dict]:
+        try: future = batcher.enqueue(texts)
+        except Overloaded as e: raise APIError(503, f"server busy: {e}; retry shortly", {"Retry-After": "1"}) from None
+        try: return [_prediction_json(p) for p in await wait_for_answer(request, future)]
+        except (ClientGone, asyncio.CancelledError): raise
+        except Exception as e: raise APIError(500, f"the model failed on this request: {type(e).__name__}: {e}") from None
+
     @app.post("/predict", response_model=Prediction, openapi_extra=_schema(PredictRequest))
     async def predict(request: Request):
         "Label, confidence and the four scores of one text."
-        req = parse_body(PredictRequest, await read_json(request, max_body, body_timeout_s))
+        req = parse_body(PredictRequest, await read_json(request, max_body, timeout_s))
         check_request_texts([req.text], ["text"], max_chars)
         return JSONResponse((await predict_texts(request, [req.text]))[0])
 
     @app.post("/predict/batch", response_model=BatchResponse, openapi_extra=_schema(BatchRequest))
     async def predict_batch(request: Request):
         "Predictions for 1 to `max_texts` texts, in input order."
-        req = parse_body(BatchRequest, await read_json(request, max_body, body_timeout_s))
+        req = parse_body(BatchRequest, await read_json(request, max_body, timeout_s))
         if not req.texts: raise APIError(422, "texts: must hold at least one text")
         if len(req.texts) > max_texts:
             raise APIError(413, f"texts: {len(req.texts)} texts, over the limit of {max_texts} per request")
         check_request_texts(req.texts, [f"texts[{i}]" for i in range(len(req.texts))], max_chars)
         return JSONResponse({"predictions": await predict_texts(request, req.texts)})
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index(): return page
-
-    return app
 
 def add_error_handlers(app: FastAPI) -> None:
     "`APIError` becomes its status and `{detail}`; `ClientGone` an empty answer nobody will read (and no traceback)."
