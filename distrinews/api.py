@@ -8,6 +8,7 @@ import argparse, asyncio, errno, html, itertools, json, logging, math, os, socke
 from contextlib import ExitStack, contextmanager
 from importlib.resources import files
 from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, NamedTuple, Sequence
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -145,6 +146,7 @@ class MicroBatcher:
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
         self.queue_size, self.queue_texts = queue_size, queue_texts
         self.loop = self.task = self.wakeup = None
+        self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="distrinews-model")   # every forward pass on one thread
         self.pending: dict[int, Job] = {}              # insertion order = arrival order
         self.queued_texts = 0
         self.batches = self.texts = self.dropped = self.retried = 0
@@ -214,7 +216,7 @@ class MicroBatcher:
     async def _compute(self, batch: list[Job]):
         "One forward pass for `batch`; if it fails, each request again alone, so only a bad one fails."
         texts = [t for job in batch for t in job.texts]
-        try: preds = await asyncio.to_thread(self.predict_batch, texts)
+        try: preds = await self.loop.run_in_executor(self.model_thread, self.predict_batch, texts)
         except Exception as e:
             if len(batch) == 1:
                 if not batch[0].future.done(): batch[0].future.set_exception(e)
