@@ -329,6 +329,13 @@ def test_auto_dtype_follows_the_cpu(ckpt, monkeypatch, avx512_bf16, amx, expecte
     assert [p["label"] for p in preds] == ["Sci/Tech", "Sports", "Business", "World"]
 
 
+@pytest.mark.parametrize("bf16_gpu, expected", [(True, "bf16"), (False, "fp16")])
+def test_auto_dtype_on_gpus(monkeypatch, bf16_gpu, expected):
+    from distrinews.loader import resolve_dtype
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_gpu)
+    assert resolve_dtype("auto", torch.device("cuda")) == expected     # a T4 has no bf16: fp16
+
+
 def test_bf16_answers_do_not_depend_on_the_batch(ckpt):
     ldr = ModelLoader(ckpt, dtype="bf16")
     batched = ldr.predict_batch(HEADLINES * 3, batch_size=5)
