@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #a1c31e60
 from __future__ import annotations
-import csv, hashlib, io, json, math, os, random, socket
+import csv, hashlib, io, json, math, os, random, re, socket, string
 from pathlib import Path
 from typing import Iterator, Sequence
 import torch
@@ -12,9 +12,10 @@ from datasets import ClassLabel, Dataset, Features, Value
 from .config import LABELS, DistrinewsError
 
 # %% auto #0
-__all__ = ['FEATURES', 'AG_NEWS_ID', 'OFFLINE_HELP', 'DataError', 'synthetic_news', 'parse_label', 'load_local', 'hub_reachable',
-           'offline_mode', 'load_ag_news', 'load_source', 'train_val_split', 'cache_dir', 'tokenize',
-           'LengthGroupedBatchSampler', 'padding_stats', 'make_collator']
+__all__ = ['FEATURES', 'TOPICS', 'FILLERS', 'AG_NEWS_ID', 'OFFLINE_HELP', 'COMMON_WORDS', 'DataError', 'synthetic_news',
+           'parse_label', 'load_local', 'hub_reachable', 'offline_mode', 'load_ag_news', 'load_source',
+           'train_val_split', 'cache_dir', 'tokenize', 'tiny_vocab', 'tiny_tokenizer', 'LengthGroupedBatchSampler',
+           'padding_stats', 'make_collator']
 
 # %% ../nbs/01_data.ipynb #2ce6dfd5
 class DataError(DistrinewsError):
@@ -23,7 +24,7 @@ class DataError(DistrinewsError):
 FEATURES = Features({"text": Value("string"), "label": ClassLabel(names=list(LABELS))})
 
 # %% ../nbs/01_data.ipynb #c022f629
-_TOPICS = {
+TOPICS = {   # the words of each class's headlines: who did what, where
     0: dict(who=["The prime minister", "Rebel forces", "The United Nations", "Peace negotiators", "The foreign ministry",
                  "Election officials", "Thousands of protesters", "The president", "NATO commanders", "The parliament"],
             did=["condemned", "signed", "rejected", "called for", "warned against", "agreed to", "voted on", "vowed to end"],
@@ -54,7 +55,7 @@ _TOPICS = {
             where=["for Linux users", "in the lab", "in orbit", "on the internet", "for mobile phones",
                    "at the conference", "in a journal", "for web developers", "on the space station", "in silicon"]),
 }
-_FILLERS = ["Officials said on Monday.", "More details are expected later this week.", "The report was published on Tuesday.",
+FILLERS = ["Officials said on Monday.", "More details are expected later this week.", "The report was published on Tuesday.",
             "Analysts had expected the news.", "It was the first such move in years.", "Reporters were told on Friday.",
             "The statement did not give further details.", "Several sources confirmed the story.",
             "Critics said the decision came too late.", "The announcement surprised many observers."]
@@ -67,9 +68,9 @@ def synthetic_news(n: int = 2000, seed: int = 0) -> Dataset:
     labels = [i % 4 for i in range(n)]; rng.shuffle(labels)
     texts = []
     for y in labels:
-        t = _TOPICS[y]
+        t = TOPICS[y]
         head = f"{rng.choice(t['who'])} {rng.choice(t['did'])} {rng.choice(t['what'])} {rng.choice(t['where'])}."
-        texts.append(" ".join([head] + rng.sample(_FILLERS, k=rng.choice([0, 0, 1, 1, 2, 3, 5]))))
+        texts.append(" ".join([head] + rng.sample(FILLERS, k=rng.choice([0, 0, 1, 1, 2, 3, 5]))))
     return Dataset.from_dict({"text": texts, "label": labels}, features=FEATURES)
 
 # %% ../nbs/01_data.ipynb #24d40f01
@@ -130,7 +131,10 @@ def _read_parquet(path: Path) -> Iterator[tuple[str, dict | Exception]]:
 _READERS = {".csv": _read_csv, ".jsonl": _read_jsonl, ".json": _read_jsonl, ".parquet": _read_parquet}
 
 # %% ../nbs/01_data.ipynb #e8afcfc0
-def load_local(path: str | Path, drop_invalid: bool = False, verbose: bool = True) -> Dataset:
+def load_local(path: str | Path,           # a .csv, .jsonl or .parquet file with `text,label` columns
+               drop_invalid: bool = False,  # skip bad rows (and say how many) instead of failing
+               verbose: bool = True,        # print how many rows were skipped
+              ) -> Dataset:
     "Load a csv/jsonl/parquet file with `text,label` columns, checking every row."
     path = Path(path)
     if not path.is_file(): raise DataError(f"{path}: file not found")
@@ -159,7 +163,10 @@ def load_local(path: str | Path, drop_invalid: bool = False, verbose: bool = Tru
 # %% ../nbs/01_data.ipynb #9f756c05
 AG_NEWS_ID = "fancyzhx/ag_news"   # the canonical id of the `ag_news` dataset on the Hub
 
-def hub_reachable(host: str = "huggingface.co", port: int = 443, timeout: float = 3.0) -> bool:
+def hub_reachable(host: str = "huggingface.co",  # the Hub's host
+                  port: int = 443,                # HTTPS
+                  timeout: float = 3.0,           # seconds before we call it unreachable
+                 ) -> bool:
     "Whether a TCP connection to the Hugging Face Hub opens within `timeout` seconds."
     try:
         with socket.create_connection((host, port), timeout=timeout): return True
@@ -184,7 +191,11 @@ def load_ag_news(split: str = "train") -> Dataset:
     return ds.cast(FEATURES)
 
 # %% ../nbs/01_data.ipynb #706ccba9
-def load_source(source: str, split: str = "train", drop_invalid: bool = False, seed: int = 0) -> Dataset:
+def load_source(source: str,                # `ag_news`, `synthetic`, `synthetic:N` or a file path
+                split: str = "train",       # `train` or `test` (AG News' split; another seed for synthetic)
+                drop_invalid: bool = False, # skip bad rows of a local file instead of failing
+                seed: int = 0,              # seed of the synthetic news
+               ) -> Dataset:
     "Load a data source: `ag_news`, `synthetic`, `synthetic:N` or a local file path."
     s = str(source).strip()
     if s == "ag_news": return load_ag_news(split)
@@ -195,7 +206,10 @@ def load_source(source: str, split: str = "train", drop_invalid: bool = False, s
     return load_local(s, drop_invalid=drop_invalid)
 
 # %% ../nbs/01_data.ipynb #04f72e6f
-def train_val_split(ds: Dataset, val_fraction: float = 0.05, seed: int = 42) -> tuple[Dataset, Dataset]:
+def train_val_split(ds: Dataset,                # rows with a `label` column
+                    val_fraction: float = 0.05,  # share of the rows held out for validation
+                    seed: int = 42,              # seed of the split
+                   ) -> tuple[Dataset, Dataset]:
     "Stratified (train, validation) split of `ds`."
     parts = ds.train_test_split(test_size=val_fraction, seed=seed, stratify_by_column="label")
     return parts["train"], parts["test"]
@@ -205,7 +219,11 @@ def cache_dir() -> Path:
     "Where distrinews caches tokenized data (`$DISTRINEWS_CACHE`, default `~/.cache/distrinews`)."
     return Path(os.environ.get("DISTRINEWS_CACHE", Path.home()/".cache"/"distrinews"))
 
-def tokenize(ds: Dataset, tokenizer, max_length: int = 128, cache: bool = True) -> Dataset:
+def tokenize(ds: Dataset,           # rows with `text` and `label`
+             tokenizer,               # a Hugging Face tokenizer
+             max_length: int = 128,   # longer texts are truncated to this many tokens
+             cache: bool = True,      # write/read the result in the distrinews cache
+            ) -> Dataset:
     "Add `input_ids`/`attention_mask` (truncated to `max_length`, unpadded), `length` and `idx` columns."
     def fn(batch, idxs):
         enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
@@ -216,11 +234,53 @@ def tokenize(ds: Dataset, tokenizer, max_length: int = 128, cache: bool = True) 
     return ds.map(fn, batched=True, with_indices=True, remove_columns=["text"], cache_file_name=cache_file,
                   desc="tokenizing", load_from_cache_file=cache)
 
+# %% ../nbs/01_data.ipynb #368cc94a
+COMMON_WORDS = """a about after again against all also an and any are as at back be because been before being between
+both but by can could day did do down during each even first for from get go had has have he her here him his how
+i if in into is it its just last like made make many may me more most much my new no not now of off on one only or
+other our out over people said same see she should since so some still such take than that the their them then
+there these they this those three through time to two under up us very was way we well were what when where which
+while who why will with would year years you your week month today monday tuesday wednesday thursday friday saturday
+sunday government state country city world market company percent million billion game season win team plan talks
+group report officials police military war president minister leader us uk china iraq iran india japan europe
+says say told news deal sales price prices shares stock oil bank internet software computer online web system space
+research study data"""
+
+def tiny_vocab() -> list[str]:
+    "Deterministic WordPiece vocabulary: specials, characters, ## pieces, synthetic-news and common words."
+    chars = string.ascii_lowercase + string.digits + string.punctuation
+    texts = [w for t in TOPICS.values() for ws in t.values() for w in ws] + FILLERS + [COMMON_WORDS]
+    words = sorted({w for t in texts for w in re.findall(r"[a-z0-9]+", t.lower())} - set(chars))
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(chars) + ["##" + c for c in chars] + words
+
+def tiny_tokenizer():
+    "An uncased WordPiece tokenizer made offline (a `vocab.txt` in the cache), for tests and the quick demo."
+    from transformers import DistilBertTokenizerFast
+    vocab = "\n".join(tiny_vocab()) + "\n"
+    folder = cache_dir()/"tiny-tokenizer"/hashlib.sha1(vocab.encode()).hexdigest()[:12]
+    if not (folder/"vocab.txt").is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder/f"vocab.txt.{os.getpid()}"
+        tmp.write_text(vocab, encoding="utf-8")
+        os.replace(tmp, folder/"vocab.txt")      # atomic: ranks building it at once never read half a file
+    tok = DistilBertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)
+    tok.name_or_path = "tiny"
+    return tok
+
 # %% ../nbs/01_data.ipynb #22f43434
 class LengthGroupedBatchSampler(torch.utils.data.Sampler):
     "Batches of indices with similar `lengths`, sharded over `num_replicas` ranks like `DistributedSampler`."
-    def __init__(self, lengths: Sequence[int], batch_size: int, num_replicas: int = 1, rank: int = 0,
-                 shuffle: bool = True, seed: int = 0, group: bool = True, mega_batch_mult: int = 50, drop_last: bool = False):
+    def __init__(self,
+                 lengths: Sequence[int],    # the token count of each row
+                 batch_size: int,           # rows per batch on each rank
+                 num_replicas: int = 1,     # ranks (world size)
+                 rank: int = 0,             # this rank
+                 shuffle: bool = True,      # shuffle each epoch (seeded with `seed + epoch`)
+                 seed: int = 0,             # the same on every rank
+                 group: bool = True,        # group rows of similar length (False: random batches)
+                 mega_batch_mult: int = 50, # global batches per sorted mega-batch
+                 drop_last: bool = False,   # drop the last incomplete global batch instead of repeating rows
+                ):
         if not 0 <= rank < num_replicas: raise ValueError(f"rank {rank} not in [0, {num_replicas})")
         self.lengths, self.bs, self.R, self.rank = list(lengths), batch_size, num_replicas, rank
         self.shuffle, self.seed, self.group, self.mult, self.drop_last = shuffle, seed, group, mega_batch_mult, drop_last

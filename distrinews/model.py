@@ -4,17 +4,19 @@
 
 # %% ../nbs/02_model.ipynb #e7d7a8e7
 from __future__ import annotations
-import re, string
+import copy, json
+from contextlib import contextmanager
 from pathlib import Path
 from torch import nn
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DistilBertConfig, \
-    DistilBertForSequenceClassification, DistilBertTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
+from transformers.utils import logging as hf_logging
 from .config import LABELS, DistrinewsError
-from .data import _FILLERS, _TOPICS, hub_reachable, offline_mode
+from .data import AG_NEWS_ID, hub_reachable, offline_mode, tiny_tokenizer
 
 # %% auto #0
-__all__ = ['ID2LABEL', 'LABEL2ID', 'DEFAULT_MODEL', 'ModelError', 'tiny_tokenizer', 'tiny_config', 'set_dropout', 'load_model',
-           'unwrap', 'save_model']
+__all__ = ['ID2LABEL', 'LABEL2ID', 'DEFAULT_MODEL', 'BASE_LICENSES', 'CARD_METRICS', 'ModelError', 'tiny_config', 'set_dropout',
+           'load_model', 'unwrap', 'quiet_progress_bars', 'save_model', 'eval_set', 'card_data', 'card_text',
+           'write_model_card']
 
 # %% ../nbs/02_model.ipynb #b4b2893b
 class ModelError(DistrinewsError):
@@ -23,31 +25,6 @@ class ModelError(DistrinewsError):
 ID2LABEL = dict(enumerate(LABELS))
 LABEL2ID = {n: i for i, n in ID2LABEL.items()}
 DEFAULT_MODEL = "distilbert-base-uncased"
-
-# %% ../nbs/02_model.ipynb #e49c3d2f
-_COMMON = """a about after again against all also an and any are as at back be because been before being between
-both but by can could day did do down during each even first for from get go had has have he her here him his how
-i if in into is it its just last like made make many may me more most much my new no not now of off on one only or
-other our out over people said same see she should since so some still such take than that the their them then
-there these they this those three through time to two under up us very was way we well were what when where which
-while who why will with would year years you your week month today monday tuesday wednesday thursday friday saturday
-sunday government state country city world market company percent million billion game season win team plan talks
-group report officials police military war president minister leader us uk china iraq iran india japan europe
-says say told news deal sales price prices shares stock oil bank internet software computer online web system space
-research study data"""
-
-def _tiny_vocab() -> list[str]:
-    "Deterministic WordPiece vocabulary: specials, characters, ## pieces, synthetic-news and common words."
-    chars = string.ascii_lowercase + string.digits + string.punctuation
-    texts = [w for t in _TOPICS.values() for ws in t.values() for w in ws] + _FILLERS + [_COMMON]
-    words = sorted({w for t in texts for w in re.findall(r"[a-z0-9]+", t.lower())} - set(chars))
-    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(chars) + ["##" + c for c in chars] + words
-
-def tiny_tokenizer() -> DistilBertTokenizer:
-    "An uncased WordPiece tokenizer made offline, for tests and the quick demo."
-    tok = DistilBertTokenizer(vocab={w: i for i, w in enumerate(_tiny_vocab())}, do_lower_case=True)
-    tok.name_or_path = "tiny"
-    return tok
 
 # %% ../nbs/02_model.ipynb #1a6c9cd7
 def tiny_config(vocab_size: int, **kwargs) -> DistilBertConfig:
@@ -100,12 +77,133 @@ def unwrap(model: nn.Module) -> nn.Module:
         elif hasattr(model, "_orig_mod"): model = model._orig_mod
         else: return model
 
-def save_model(model: nn.Module, tokenizer, path: str | Path) -> Path:
+@contextmanager
+def quiet_progress_bars():
+    "Hide transformers' progress bars (e.g. 'Writing model shards') inside the block, then restore them."
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try: yield
+    finally:
+        if was: hf_logging.enable_progress_bar()
+
+def save_model(model: nn.Module,   # the model, possibly wrapped in DDP / `torch.compile` / LoRA
+               tokenizer,          # its tokenizer
+               path: str | Path,   # the folder to write (created)
+              ) -> Path:
     "Save `model` (unwrapped, LoRA merged) and `tokenizer` to `path` as safetensors + config + tokenizer files."
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
     m = unwrap(model)
     if hasattr(m, "merge_and_unload"):   # a peft LoRA model: fold the adapters into the weights
-        import copy; m = copy.deepcopy(m).merge_and_unload()
-    m.save_pretrained(path, safe_serialization=True)
+        m = copy.deepcopy(m).merge_and_unload()
+    with quiet_progress_bars():         # one save is one log line, not a progress bar per save
+        m.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
+    return path
+
+# %% ../nbs/02_model.ipynb #412455ee
+BASE_LICENSES = {"distilbert-base-uncased": "apache-2.0", "distilbert/distilbert-base-uncased": "apache-2.0",
+                 "bert-base-uncased": "apache-2.0", "google-bert/bert-base-uncased": "apache-2.0",
+                 "roberta-base": "mit", "FacebookAI/roberta-base": "mit", "tiny": "apache-2.0"}
+CARD_METRICS = (("accuracy", "accuracy", "Accuracy"), ("f1", "macro_f1", "Macro F1"),
+                ("precision", "precision", "Macro precision"), ("recall", "recall", "Macro recall"))  # (Hub type, summary key, name)
+
+def eval_set(cfg: dict) -> tuple[str, str, str]:
+    "(dataset id or kind, readable name, split) of the data a run with config `cfg` was evaluated on."
+    held_out = not cfg.get("eval_data")
+    src = str(cfg.get("eval_data") or cfg.get("data", ""))
+    split = f"validation (held-out {cfg.get('val_fraction')} of the training rows)" if held_out else "test"
+    if src == "ag_news": return AG_NEWS_ID, "AG News", split
+    if src.startswith("synthetic"): return "synthetic", f"synthetic news ({src})", split
+    return "local", f"local file {Path(src).name}", split
+
+def card_data(info: dict):
+    "The front matter of the model card (a `huggingface_hub.ModelCardData`) for a run summary `info`."
+    from huggingface_hub import EvalResult, ModelCardData
+    cfg, ev = info["config"], info["eval"]
+    base = cfg.get("model", DEFAULT_MODEL)
+    ds_id, ds_name, split = eval_set(cfg)
+    results = [EvalResult(task_type="text-classification", task_name="News topic classification", dataset_type=ds_id,
+                          dataset_name=ds_name, dataset_split=split, metric_type=kind, metric_name=name,
+                          metric_value=float(ev[key]), metric_args=None if kind == "accuracy" else {"average": "macro"})
+               for kind, key, name in CARD_METRICS]
+    on_hub = base != "tiny" and not Path(base).expanduser().exists()
+    uses_ag_news = "ag_news" in (cfg.get("data"), cfg.get("eval_data"))
+    return ModelCardData(library_name="transformers", pipeline_tag="text-classification", language="en",
+                         license=BASE_LICENSES.get(base, "other"), base_model=base if on_hub else None,
+                         datasets=[AG_NEWS_ID] if uses_ag_news else None, model_name=info.get("name", "distrinews-ag-news"),
+                         eval_results=results, tags=["distrinews", "news-topic-classification"])
+
+# %% ../nbs/02_model.ipynb #45e7332f
+def _hardware_line(info: dict) -> str:
+    hw = info.get("hardware") or {}
+    where = f"{hw.get('count')}× {hw.get('name')}" if hw.get("kind") == "gpu" else f"CPU {hw.get('name', '?')} ({hw.get('cpu_cores', '?')} cores)"
+    return f"{info.get('world_size', 1)} process(es) on {where}"
+
+def card_text(info: dict) -> str:
+    "The markdown body of the model card for a run summary `info`."
+    cfg, ev = info["config"], info["eval"]
+    _, ds_name, split = eval_set(cfg)
+    rows = "\n".join(f"| {name} | {ev[key]:.4f} |" for _, key, name in CARD_METRICS)
+    cm = info.get("confusion") or []
+    cm_rows = "\n".join(f"| **{LABELS[i]}** | " + " | ".join(str(v) for v in r) + " |" for i, r in enumerate(cm))
+    train_rows = f"{cfg.get('max_train_samples')} rows of " if cfg.get("max_train_samples") else ""
+    return f"""# {info.get('name', 'distrinews-ag-news')}
+
+A news topic classifier: it reads an English news headline or short article and says which of four topics it is
+about: {', '.join(f'**{l}**' for l in LABELS)}. Fine-tuned from `{cfg.get('model')}` with
+[distrinews](https://github.com/distrinews/distrinews) (PyTorch DistributedDataParallel).
+
+## Training
+
+| | |
+|---|---|
+| base model | `{cfg.get('model')}` |
+| training data | {train_rows}`{cfg.get('data')}` |
+| epochs | {info.get('epochs_done', cfg.get('epochs'))} ({info.get('global_step', '?')} optimizer steps) |
+| batch | {info.get('global_batch', cfg.get('batch_size'))} rows per step (global) |
+| learning rate | {cfg.get('lr')} |
+| precision | {info.get('precision', cfg.get('precision'))} |
+| hardware | {_hardware_line(info)} |
+| wall time | {info.get('wall_s', 0):.1f} s |
+
+## Evaluation
+
+On {ds_name}, {split}: {ev.get('n', '?')} rows, every row counted once.
+
+| metric | value |
+|---|---|
+{rows}
+
+Confusion matrix (rows: true topic, columns: predicted):
+
+| | {' | '.join(LABELS)} |
+|---|{'---|' * len(LABELS)}
+{cm_rows}
+
+## How to use
+
+```python
+from transformers import pipeline
+clf = pipeline("text-classification", model="<this repository or folder>")
+clf("NASA scientists discovered a distant planet")
+```
+
+or serve it over HTTP: `distrinews serve --checkpoint <this folder>` (`pip install distrinews`).
+
+## Limits
+
+- Trained for English news headlines and short articles in four broad topics; other text gets one of the four
+  labels anyway, with a confidence that means little.
+- AG News is for research and non-commercial use only; a model trained on it inherits that restriction.
+"""
+
+def write_model_card(folder: str | Path,  # a checkpoint folder (e.g. OUT/best)
+                     info: dict,          # the trainer's run summary (`summary.json`) for the model in `folder`
+                    ) -> Path:
+    "Write `folder/README.md`, the Hugging Face model card of a run, and return its path."
+    from huggingface_hub import ModelCard
+    card = ModelCard(f"---\n{card_data(info).to_yaml()}\n---\n\n{card_text(info)}")
+    path = Path(folder)/"README.md"
+    card.save(path)
     return path

@@ -14,7 +14,7 @@ CHAPTERS = ["00_config", "01_data", "02_model", "03_ddp", "04_trainer", "05_load
 CONCEPTS = ["ddp_vs_dataparallel", "allreduce", "distributed_sampler", "eval_dedup", "mixed_precision",
             "grad_accumulation", "exact_resume", "serving_under_load"]
 READING_ORDER = (["index.ipynb", "kaggle_colab.qmd", "concepts/index.qmd"] + [f"concepts/{c}.qmd" for c in CONCEPTS]
-                 + [f"{c}.ipynb" for c in CHAPTERS] + ["benchmarks.qmd", "architecture.qmd"])
+                 + [f"{c}.ipynb" for c in CHAPTERS] + ["publish.qmd", "benchmarks.qmd", "architecture.qmd"])
 GH = "https://github.com/distrinews/distrinews/blob/main/nbs"
 
 
