@@ -7,7 +7,7 @@ import asyncio, os, socket, subprocess, sys, time
 import httpx
 import pytest
 
-from distrinews.api import serve_in_subprocess
+from distrinews.bench import serve_in_subprocess
 from distrinews.config import LABELS
 from distrinews.train import tiny_checkpoint
 
@@ -26,7 +26,7 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def url(ckpt):
-    with serve_in_subprocess("distrinews", ckpt, max_wait_ms=10) as u:
+    with serve_in_subprocess("distrinews", ckpt, max_wait_ms=10, dtype="fp32") as u:   # fp32: answers independent of the batch
         yield u
 
 
