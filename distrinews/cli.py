@@ -157,7 +157,7 @@ def run_demo(args) -> int:
     cfg = load_config("quick", output=args.output, nproc=nproc, data=f"synthetic:{args.samples}", overwrite=True)
     summary = launch(cfg)
     ev = summary["eval"]
-    print(f"\ntrained on {summary['world_size']} process(es) ({summary['device']}) in {summary['wall_s']:.1f}s: "
+    print(f"\ntrained on {summary['world_size']} process(es) ({summary['device']}: {summary['hardware']['name']}) in {summary['wall_s']:.1f}s: "
           f"accuracy {ev['accuracy']:.3f}, macro-F1 {ev['macro_f1']:.3f} on {ev['n']} held-out rows")
     best = f"{cfg.output}/best"
     print(f"checkpoint: {best}  (serve it: distrinews serve --checkpoint {best})\n")

@@ -347,6 +347,14 @@ def test_nbdev_proc_nbs(tmp_path):
     for name in ("settings.ini", "setup.py", "pyproject.toml", "README.md"):
         if (ROOT / name).exists(): shutil.copy2(ROOT / name, repo / name)
     shutil.copytree(NBS, repo / "nbs", ignore=shutil.ignore_patterns("_proc", ".ipynb_checkpoints"))
+    # a stored output in a shown cell that the docs build does not execute: it must reach _proc/ (and so the site)
+    marker = "stored-output-marker 0.1234"
+    nb_copy = repo / "nbs" / "01_data.ipynb"
+    nb_json = json.loads(nb_copy.read_text(encoding="utf-8"))
+    shown = next(c for c in nb_json["cells"] if c["cell_type"] == "code" and not re.match(r"\s*#\|", "".join(c["source"]))
+                 and docs_executed("".join(c["source"])) is None)
+    shown["outputs"] = [{"output_type": "stream", "name": "stdout", "text": [marker + "\n"]}]
+    nb_copy.write_text(json.dumps(nb_json, indent=1), encoding="utf-8")
     lib = settings().get("lib_path", "distrinews")
     shutil.copytree(ROOT / lib, repo / lib, ignore=shutil.ignore_patterns("__pycache__"))
     fake = tmp_path / "bin"; fake.mkdir()
@@ -364,6 +372,7 @@ def test_nbdev_proc_nbs(tmp_path):
             head = cells(proc / rel)[0]["source"]
             assert head.startswith("---") and "title:" in head, f"_proc/{rel}: no title front matter"
     for name in ("_quarto.yml", "sidebar.yml", "nbdev.yml", "styles.css"): assert (proc / name).is_file(), name
+    assert marker in (proc / "01_data.ipynb").read_text(encoding="utf-8"), "nbdev_proc_nbs dropped a stored output"
     assert "```{mermaid}" in (proc / "architecture.qmd").read_text(encoding="utf-8")
     # nbdev regenerated nbs/nbdev.yml from settings.ini: it must equal the committed one
     assert (repo / "nbs" / "nbdev.yml").read_text() == (NBS / "nbdev.yml").read_text()
