@@ -14,15 +14,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from starlette.requests import ClientDisconnect
 import distrinews
-from .loader import DTYPES, ModelLoader, check_checkpoint
+from .loader import ModelLoader, check_checkpoint
 from .model import ModelError
 
 # %% auto #0
 __all__ = ['MAX_TEXTS', 'MAX_CHARS', 'MAX_BODY', 'BODY_TIMEOUT_S', 'QUEUE_SIZE', 'QUEUE_TEXTS', 'MAX_CONNECTIONS', 'APIError',
            'ClientGone', 'read_json', 'PredictRequest', 'BatchRequest', 'Prediction', 'BatchResponse', 'parse_body',
            'check_request_texts', 'Overloaded', 'Job', 'MicroBatcher', 'render_page', 'wait_for_answer', 'service_info',
-           'create_app', 'add_info_routes', 'add_predict_routes', 'add_error_handlers', 'check_port', 'add_serve_args',
-           'run_serve', 'NaiveRequest', 'naive_app']
+           'create_app', 'add_info_routes', 'add_predict_routes', 'add_error_handlers', 'check_port', 'run_serve',
+           'NaiveRequest', 'naive_app']
 
 # %% ../nbs/06_api.ipynb #cceed7c8
 MAX_TEXTS = 64          # texts in one /predict/batch request (more: 413)
@@ -390,43 +390,24 @@ def check_port(host: str, port: int) -> None:
             if e.errno == errno.EADDRINUSE: raise ValueError(f"--port: {host}:{port} is already in use") from None
             raise ValueError(f"--host/--port: cannot listen on {host}:{port}: {e.strerror or e}") from None
 
-def add_serve_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    "Flags of `distrinews serve`."
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder written by the trainer (e.g. runs/quick/best)")
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, default=8000, help="port, 1..65535 (default: 8000)")
-    p.add_argument("--max-length", type=int, default=128, help="tokens per text, longer ones are truncated (default: 128)")
-    p.add_argument("--dtype", default="auto", choices=DTYPES,
-                   help="auto (bf16 where the CPU/GPU computes it natively, else fp32; fp16 on older GPUs), fp32, bf16, fp16 or int8")
-    p.add_argument("--int8", action="store_true", help="same as --dtype int8 (CPU): faster without bf16, scores depend a little on the batch")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores available)")
-    p.add_argument("--max-batch", type=int, default=32, help="texts per forward pass (default: 32)")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill under load (default: 5)")
-    p.add_argument("--queue-size", type=int, default=QUEUE_SIZE, help=f"requests waiting before 503 (default: {QUEUE_SIZE})")
-    p.add_argument("--queue-texts", type=int, default=QUEUE_TEXTS, help=f"texts waiting before 503 (default: {QUEUE_TEXTS})")
-    p.add_argument("--max-texts", type=int, default=MAX_TEXTS, help=f"texts per batch request (default: {MAX_TEXTS})")
-    p.add_argument("--max-chars", type=int, default=MAX_CHARS, help=f"characters per text (default: {MAX_CHARS})")
-    p.add_argument("--body-timeout", type=float, default=BODY_TIMEOUT_S, help=f"seconds to receive a request body, then 408 (default: {BODY_TIMEOUT_S:g})")
-    p.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS, help=f"open connections at once, more get 503 (default: {MAX_CONNECTIONS})")
-    p.add_argument("--log-level", default="info", help="uvicorn log level (default: info)")
-    return p
-
 def run_serve(args) -> int:
     "Check the port, load the checkpoint and serve it with uvicorn until interrupted; 2 with one line on stderr on bad input."
     import uvicorn
-    opt = lambda name, default: getattr(args, name, default)    # works whichever parser defined the flags
+    opt = lambda name, default=None: getattr(args, name, default)    # works whichever parser defined the flags
+    host, port = opt("host", "127.0.0.1"), opt("port", 8000)
     try:
-        check_port(args.host, args.port)
+        check_port(host, port)
         dtype = "int8" if opt("int8", False) else opt("dtype", "auto")
-        loader = ModelLoader(args.checkpoint, max_length=args.max_length, dtype=dtype, threads=args.threads)
-        app = create_app(loader=loader, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
-                         queue_texts=opt("queue_texts", QUEUE_TEXTS), max_texts=args.max_texts, max_chars=args.max_chars,
+        loader = ModelLoader(args.checkpoint, max_length=opt("max_length", 128), dtype=dtype, threads=opt("threads"))
+        app = create_app(loader=loader, max_batch=opt("max_batch", 32), max_wait_ms=opt("max_wait_ms", 5.0),
+                         queue_size=opt("queue_size", QUEUE_SIZE), queue_texts=opt("queue_texts", QUEUE_TEXTS),
+                         max_texts=opt("max_texts", MAX_TEXTS), max_chars=opt("max_chars", MAX_CHARS),
                          body_timeout_s=opt("body_timeout", BODY_TIMEOUT_S))
     except (ModelError, ValueError) as e:
         print(f"distrinews serve: error: {e}", file=sys.stderr)
         return 2
-    print(f"serving {loader} on http://{args.host}:{args.port}", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+    print(f"serving {loader} on http://{host}:{port}", file=sys.stderr)
+    uvicorn.run(app, host=host, port=port, log_level=opt("log_level", "info"),
                 limit_concurrency=opt("max_connections", MAX_CONNECTIONS))
     return 0
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['LABELS', 'PRECISIONS', 'METRICS', 'PRESETS', 'DistrinewsError', 'ConfigError', 'Config', 'load_config', 'save_config',
-           'add_config_args', 'config_from_args']
+__all__ = ['LABELS', 'PRECISIONS', 'METRICS', 'PRESETS', 'DistrinewsError', 'ConfigError', 'Config', 'auto_preset',
+           'preset_config', 'load_config', 'save_config', 'add_config_args', 'config_from_args']
 
 # %% ../nbs/00_config.ipynb #9027b5ce
 LABELS: tuple[str, ...] = ("World", "Sports", "Business", "Sci/Tech")
@@ -67,6 +67,8 @@ class Config:
     best_metric: str = _f("macro_f1", "which eval metric picks `best/`")
     patience: int | None = _f(None, "early stopping: evaluations without improvement")
     resume: bool = _f(False, "continue from `output/last/`")
+    overwrite: bool = _f(False, "replace the results of a previous run in `output` (refused otherwise)")
+    preset: str | None = _f(None, "the preset this configuration started from (set by `load_config`, not a flag)")
 
     def __post_init__(self): _validate(self)
 
@@ -85,11 +87,14 @@ def _coerce(name: str, value, tp):
         if s in ("1", "true", "yes", "on"): return True
         if s in ("0", "false", "no", "off"): return False
         raise ConfigError(f"{name}: expected true/false, got {value!r}")
-    if base is int and isinstance(value, float) and not value.is_integer():
-        raise ConfigError(f"{name}: expected an integer, got {value!r}")
     if isinstance(value, str) and base is not str and value.strip().lower() in ("none", "null", ""):
         if type(None) in args: return None
-    try: return base(float(value)) if base is int and not isinstance(value, bool) else base(value)
+    if base is int and not isinstance(value, bool):
+        try: number = float(value)
+        except (TypeError, ValueError): raise ConfigError(f"{name}: expected int, got {value!r}") from None
+        if not number.is_integer(): raise ConfigError(f"{name}: expected an integer, got {value!r}")   # "1.5" is not 1
+        return int(number)
+    try: return base(value)
     except (TypeError, ValueError): raise ConfigError(f"{name}: expected {base.__name__}, got {value!r}") from None
 
 # %% ../nbs/00_config.ipynb #0944f4b7
@@ -125,26 +130,43 @@ PRESETS: dict[str, dict] = {
                        batch_size=64, lr=5e-5, precision="auto", nproc=1, output="runs/colab-1gpu"),
 }
 
+# %% ../nbs/00_config.ipynb #afc602ac
+def auto_preset() -> tuple[str, int]:
+    "The preset (and process count) for the GPUs here: 2+ GPUs `kaggle-2xt4`, 1 GPU `colab-1gpu`, CPU `quick`."
+    import torch                      # here, not at the top: `distrinews --help` must not wait for torch
+    n = torch.cuda.device_count()     # asks the driver; creates no CUDA context
+    name, nproc = ("kaggle-2xt4", n) if n >= 2 else ("colab-1gpu", 1) if n == 1 else ("quick", 2)
+    print(f"preset auto: {name} ({n} GPU{'s' if n != 1 else ''} here, {nproc} process{'es' if nproc > 1 else ''})")
+    return name, nproc
+
+def preset_config(name: str) -> dict:
+    "The fields of preset `name` (`auto` resolved here), with `preset` set to the resolved name."
+    if name == "auto":
+        name, nproc = auto_preset()
+        return dict(PRESETS[name], nproc=nproc, preset=name)
+    return dict(PRESETS[name], preset=name)
+
 # %% ../nbs/00_config.ipynb #2bbdea4f
 def load_config(source: str | Path | None = None, **overrides) -> Config:
     "Build a validated `Config` from a preset name or YAML file, then apply non-None `overrides`."
     base: dict = {}
     if source is not None:
         src = str(source)
-        if src in PRESETS: base = dict(PRESETS[src])
+        if src in PRESETS or src == "auto": base = preset_config(src)
         elif src.endswith((".yaml", ".yml")) or Path(src).is_file():
             p = Path(src)
             if not p.is_file(): raise ConfigError(f"config: file not found: {p}")
             try: raw = yaml.safe_load(p.read_text()) or {}
             except yaml.YAMLError as e: raise ConfigError(f"config: {p} is not valid YAML: {e}") from None
             if not isinstance(raw, dict): raise ConfigError(f"config: {p} must hold a mapping of field: value")
-            if "preset" in raw:
-                pre = raw.pop("preset")
-                if pre not in PRESETS: raise ConfigError(f"preset: unknown preset {pre!r} in {p}; known: {', '.join(PRESETS)}")
-                base = dict(PRESETS[pre])
+            pre = raw.pop("preset", None)
+            if pre is not None:
+                if pre not in PRESETS and pre != "auto":
+                    raise ConfigError(f"preset: unknown preset {pre!r} in {p}; known: auto, {', '.join(PRESETS)}")
+                base = preset_config(pre)
             base.update({k.replace("-", "_"): v for k, v in raw.items()})
         else:
-            raise ConfigError(f"config: unknown preset {src!r} and no such file; presets: {', '.join(PRESETS)}")
+            raise ConfigError(f"config: unknown preset {src!r} and no such file; presets: auto, {', '.join(PRESETS)}")
     base.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in fields(Config)}
     unknown = sorted(set(base) - known)
@@ -162,9 +184,9 @@ def save_config(cfg: Config, path: str | Path) -> Path:
 def add_config_args(parser: argparse.ArgumentParser, only: typing.Iterable[str] | None = None) -> argparse.ArgumentParser:
     "Add a `--flag` for each `Config` field (or just those in `only`) to `parser`, all defaulting to None."
     keep = set(only) if only is not None else None
-    parser.add_argument("--config", default=None, help=f"a preset ({', '.join(PRESETS)}) or a YAML file")
+    parser.add_argument("--config", default=None, help=f"a preset (auto, {', '.join(PRESETS)}) or a YAML file")
     for f in fields(Config):
-        if keep is not None and f.name not in keep: continue
+        if f.name == "preset" or (keep is not None and f.name not in keep): continue   # preset: set by --config
         flag, h = "--" + f.name.replace("_", "-"), f.metadata.get("help", "")
         default = f.default
         if "bool" in str(f.type):

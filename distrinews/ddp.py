@@ -10,9 +10,10 @@ import torch
 import torch.distributed as dist
 
 # %% auto #0
-__all__ = ['DistEnv', 'setup_distributed', 'cleanup_distributed', 'get_rank', 'get_world_size', 'rank_print', 'all_reduce_mean',
-           'all_reduce_sum', 'all_reduce_max', 'barrier', 'main_process_first', 'seed_everything', 'gather_eval',
-           'classification_metrics', 'describe_hardware', 'free_port', 'peak_mem_mb']
+__all__ = ['DistEnv', 'setup_distributed', 'cleanup_distributed', 'abort_distributed', 'get_rank', 'get_world_size', 'rank_print',
+           'all_reduce_mean', 'all_reduce_sum', 'all_reduce_max', 'barrier', 'main_process_first', 'seed_everything',
+           'check_can_fork', 'default_nproc', 'gather_eval', 'classification_metrics', 'describe_hardware', 'free_port',
+           'peak_mem_mb']
 
 # %% ../nbs/03_ddp.ipynb #7f1add72
 @dataclass
@@ -30,28 +31,45 @@ class DistEnv:
     def distributed(self) -> bool: return self.world_size > 1
 
 # %% ../nbs/03_ddp.ipynb #b354c059
-def setup_distributed(backend: str | None = None, timeout_s: int = 1800) -> DistEnv:
+def setup_distributed(backend: str | None = None,  # default: nccl when each process has its own GPU, else gloo
+                      timeout_s: int = 1800,        # how long a collective may wait for the other ranks
+                     ) -> DistEnv:
     "Join the process group described by the launcher's environment (no-op for one process); bind the device."
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    local_rank, local_world = int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_world = os.environ.get("LOCAL_WORLD_SIZE")   # unset: trust LOCAL_RANK (WORLD_SIZE counts every node)
     n_gpus = torch.cuda.device_count()
-    if n_gpus and local_world <= n_gpus:        # one GPU per process
+    fits = local_rank < n_gpus if local_world is None else int(local_world) <= n_gpus
+    if n_gpus and fits:                          # one GPU per process
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         backend = backend or "nccl"
     else:                                       # CPU, or more processes than GPUs (NCCL needs one GPU per rank)
-        if n_gpus and local_rank == 0: print(f"{local_world} processes but {n_gpus} GPU(s) here: using the CPU with gloo")
+        procs = int(local_world or world)
+        if n_gpus and local_rank == 0:
+            print(f"{procs} processes but {n_gpus} GPU(s) here: NCCL needs one GPU per process, so they run on the CPU with gloo")
         device, backend = torch.device("cpu"), backend or "gloo"
         # N processes on one CPU share its cores: give each its share instead of N x all of them
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, procs)))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
     return DistEnv(rank, world, local_rank, device, backend if world > 1 else None)
 
 def cleanup_distributed() -> None:
-    "Leave the process group (after a barrier, so no rank exits while others still talk to it)."
+    "Leave the process group after a barrier, so no rank exits while others still talk to it (the success path)."
     if dist.is_available() and dist.is_initialized():
-        dist.barrier(); dist.destroy_process_group()
+        dist.barrier()
+        dist.destroy_process_group()
+
+def abort_distributed() -> None:
+    "The error path: no collective (the other ranks may never reach it); abort NCCL's communicators, leave gloo to exit."
+    if not (dist.is_available() and dist.is_initialized()): return
+    if dist.get_backend() == "nccl":
+        try: dist.distributed_c10d._abort_process_group()   # frees the GPUs' pending collectives without waiting
+        except Exception: pass                              # already broken: the launcher ends the other ranks
+    # gloo: nothing to do. Destroying a gloo group while its worker thread still finishes a collective can deadlock
+    # (seen here: ~ProcessGroupGloo waits for a thread that waits for the GIL); the process's exit closes the
+    # sockets, and the peers' collectives then fail at once with "Connection closed by peer".
 
 # %% ../nbs/03_ddp.ipynb #322d5284
 def get_rank() -> int: return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
@@ -68,7 +86,8 @@ def all_reduce_mean(x: float | torch.Tensor, device: torch.device | None = None)
     t = torch.as_tensor(x, dtype=torch.float64, device=device or torch.device("cpu")).detach().clone()
     if get_world_size() > 1:
         if dist.get_backend() == "nccl" and t.device.type != "cuda": t = t.cuda()
-        dist.all_reduce(t); t /= get_world_size()
+        dist.all_reduce(t)
+        t /= get_world_size()
     return t.item()
 
 def all_reduce_sum(x: float | torch.Tensor) -> float:
@@ -90,13 +109,13 @@ def barrier() -> None:
 def main_process_first():
     "Run the body on rank 0 first, then on the other ranks (which find rank 0's caches ready)."
     if get_rank() != 0: barrier()
-    try: yield
-    finally:
-        if get_rank() == 0: barrier()
+    yield                                # an exception in the body propagates from here: no barrier on the error path
+    if get_rank() == 0: barrier()
 
 def seed_everything(seed: int) -> None:
     "Seed Python's and torch's (CPU and CUDA) random generators."
-    random.seed(seed); torch.manual_seed(seed)
+    random.seed(seed)
+    torch.manual_seed(seed)
 
 # %% ../nbs/03_ddp.ipynb #d76fbe6e
 def _hello(out_dir: str) -> None:
@@ -109,8 +128,23 @@ def _hello(out_dir: str) -> None:
         json.dump(dict(rank=env.rank, world_size=env.world_size, backend=env.backend, sum=t.item()), f)
     cleanup_distributed()
 
+# %% ../nbs/03_ddp.ipynb #50805959
+def check_can_fork() -> None:
+    "Stop, with the fix, if this process already holds a CUDA context (a forked launcher cannot use it)."
+    if torch.cuda.is_initialized():
+        raise RuntimeError("CUDA is already initialized in this notebook, so notebook_launcher cannot fork: "
+                           "restart the kernel and run the launch cell first")
+
+def default_nproc() -> int:
+    "One process per GPU, or 2 processes on a CPU-only machine (asks the driver; creates no CUDA context)."
+    return torch.cuda.device_count() or 2
+
 # %% ../nbs/03_ddp.ipynb #e3b8ab40
-def gather_eval(idx: torch.Tensor, preds: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def gather_eval(idx: torch.Tensor,     # row index of each evaluated row on this rank
+                preds: torch.Tensor,   # predicted class ids
+                labels: torch.Tensor,  # true class ids
+                losses: torch.Tensor,  # per-row losses
+               ) -> tuple[torch.Tensor, ...]:
     "Gather per-row (idx, pred, label, loss) from all ranks, drop padding duplicates, sort by idx."
     local = torch.stack([idx.double().cpu(), preds.double().cpu(), labels.double().cpu(), losses.double().cpu()], 1)
     if get_world_size() > 1:
@@ -125,8 +159,11 @@ def gather_eval(idx: torch.Tensor, preds: torch.Tensor, labels: torch.Tensor, lo
     return local[:, 0].long(), local[:, 1].long(), local[:, 2].long(), local[:, 3]
 
 # %% ../nbs/03_ddp.ipynb #ab4bbebb
-def classification_metrics(preds: torch.Tensor, labels: torch.Tensor, num_classes: int = 4,
-                           losses: torch.Tensor | None = None) -> dict:
+def classification_metrics(preds: torch.Tensor,                # predicted class ids
+                           labels: torch.Tensor,               # true class ids
+                           num_classes: int = 4,               # size of the confusion matrix
+                           losses: torch.Tensor | None = None,  # per-row losses, for the mean loss
+                          ) -> dict:
     "Accuracy, macro precision/recall/F1 (0 for a class never predicted/present), confusion matrix, mean loss, n."
     cm = torch.bincount(labels * num_classes + preds, minlength=num_classes ** 2).reshape(num_classes, num_classes).double()
     tp = cm.diag()
@@ -144,7 +181,8 @@ def describe_hardware() -> dict:
     n = torch.cuda.device_count()
     if n:
         try:
-            import pynvml; pynvml.nvmlInit()
+            import pynvml
+            pynvml.nvmlInit()
             names = [pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(n)]
             names = [x.decode() if isinstance(x, bytes) else x for x in names]
         except Exception: names = ["unknown GPU"] * n
@@ -152,7 +190,9 @@ def describe_hardware() -> dict:
     cpu = "unknown CPU"
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"): cpu = line.split(":", 1)[1].strip(); break
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
     except OSError: pass
     return dict(kind="cpu", count=0, name=cpu, cpu_cores=os.cpu_count())
 

@@ -15,7 +15,7 @@ from .model import ModelError
 # %% auto #0
 __all__ = ['PICKLE_SUFFIXES', 'DTYPES', 'CHARS_PER_TOKEN', 'check_checkpoint', 'available_cpus', 'cpu_threads', 'pick_device',
            'cpu_has_native_bf16', 'resolve_dtype', 'quantize_int8', 'cast_model', 'length_batches', 'check_texts',
-           'clip_text', 'ModelLoader', 'evaluate_texts', 'predict_widget', 'add_predict_args', 'run_predict']
+           'clip_text', 'ModelLoader', 'evaluate_texts', 'predict_widget', 'run_predict']
 
 # %% ../nbs/05_loader.ipynb #9f50e7f5
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -257,18 +257,6 @@ def predict_widget(loader: ModelLoader):
     return w.VBox([box, out])
 
 # %% ../nbs/05_loader.ipynb #1489351a
-def add_predict_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    "Flags of `distrinews predict`."
-    p.add_argument("texts", nargs="+", metavar="TEXT", help="texts to classify; `-` reads one text a line from stdin")
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder written by the trainer (e.g. runs/quick/best)")
-    p.add_argument("--max-length", type=int, default=128, help="tokens per text, longer ones are truncated (default: 128)")
-    p.add_argument("--dtype", default="auto", choices=DTYPES,
-                   help="auto (bf16 where the CPU/GPU computes it natively, else fp32; fp16 on older GPUs), fp32, bf16, fp16 or int8")
-    p.add_argument("--int8", action="store_true", help="same as --dtype int8: dynamic int8 linear layers (CPU)")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: GPU if there is one)")
-    p.add_argument("--json", action="store_true", help="print the predictions as one JSON list")
-    return p
-
 def run_predict(args) -> int:
     "Print the prediction of each text; 2 on a bad checkpoint or bad input, with the reason on stderr."
     texts = [l.rstrip("\n") for l in sys.stdin if l.strip()] if args.texts == ["-"] else list(args.texts)
@@ -279,7 +267,8 @@ def run_predict(args) -> int:
         loader = ModelLoader(args.checkpoint, max_length=args.max_length, dtype=dtype, device=args.device)
         preds = loader.predict_batch(texts)
     except (ModelError, TypeError, ValueError) as e:
-        print(f"distrinews predict: {e}", file=sys.stderr); return 2
+        print(f"distrinews predict: error: {e}", file=sys.stderr)
+        return 2
     if args.json: print(json.dumps([{"text": t, **p} for t, p in zip(texts, preds)], indent=1))
     else:
         for t, p in zip(texts, preds): print(f"{p['label']:<9} {p['confidence']:.3f}  {t}")

@@ -4,8 +4,8 @@
 
 # %% ../nbs/04_trainer.ipynb #209e9fe9
 from __future__ import annotations
-import argparse, contextlib, json, math, os, random, shutil, sys, tempfile, time, uuid
-from dataclasses import asdict, dataclass
+import argparse, contextlib, json, logging, math, os, random, shutil, sys, tempfile, time, uuid
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 import torch
 import torch.distributed as dist
@@ -15,18 +15,23 @@ from torch.utils.data import DataLoader
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
-from .config import Config, ConfigError, LABELS, add_config_args, config_from_args, load_config
-from .data import LengthGroupedBatchSampler, load_source, make_collator, tokenize, train_val_split
-from .ddp import (DistEnv, all_reduce_max, all_reduce_mean, all_reduce_sum, barrier, classification_metrics, cleanup_distributed,
+from transformers.utils import logging as hf_logging
+from .config import Config, ConfigError, DistrinewsError, LABELS, add_config_args, config_from_args, load_config
+from .data import DataError, LengthGroupedBatchSampler, load_source, make_collator, tokenize, train_val_split
+from .ddp import (DistEnv, abort_distributed, all_reduce_max, all_reduce_mean, all_reduce_sum, barrier, classification_metrics, cleanup_distributed,
                             describe_hardware, free_port, gather_eval, main_process_first, peak_mem_mb, rank_print,
                             seed_everything, setup_distributed)
-from .model import load_model, save_model, unwrap
+from .model import ModelError, load_model, save_model, unwrap
 
 # %% auto #0
-__all__ = ['resolve_precision', 'autocast_for', 'build_datasets', 'make_loader', 'evaluate', 'TrainState', 'Callback',
-           'JsonlLogger', 'TensorBoardLogger', 'ProgressBar', 'EarlyStopping', 'atomic_dir_write', 'find_checkpoint',
-           'save_training_state', 'load_training_state', 'fit_batch_size', 'train', 'tiny_checkpoint', 'launch_fn',
-           'launch', 'evaluate_checkpoint', 'add_train_args', 'preflight', 'run_train', 'add_eval_args', 'run_eval']
+__all__ = ['RESULTS', 'BROKEN_COLLECTIVE', 'resolve_precision', 'autocast_for', 'make_loader', 'evaluate', 'TrainState',
+           'Callback', 'JsonlLogger', 'TensorBoardLogger', 'ProgressBar', 'EarlyStopping', 'atomic_dir_write',
+           'find_checkpoint', 'save_training_state', 'load_training_state', 'backoff', 'fit_batch_size', 'Run',
+           'check_output', 'start_run', 'check_resume', 'check_split', 'build_datasets', 'build_model_and_data',
+           'build_optimizer', 'attach_callbacks', 'accumulation_window', 'accumulation_groups', 'micro_step',
+           'optimizer_step', 'evaluate_and_keep_best', 'log_step', 'after_step', 'fit', 'finish', 'train',
+           'tiny_checkpoint', 'RankFailed', 'launch_fn', 'launch', 'evaluate_checkpoint', 'add_train_args', 'preflight',
+           'run_train', 'add_eval_args', 'check_checkpoint_dir', 'run_eval']
 
 # %% ../nbs/04_trainer.ipynb #f6ac0163
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -41,16 +46,14 @@ def autocast_for(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
 
 # %% ../nbs/04_trainer.ipynb #e7890e46
-def build_datasets(cfg: Config, tokenizer) -> tuple:
-    "Tokenized (train, eval) datasets for `cfg`; rank 0 prepares (and caches) them first."
-    with main_process_first():
-        train = load_source(cfg.data, "train", cfg.drop_invalid, seed=cfg.seed)
-        if cfg.eval_data: evals = load_source(cfg.eval_data, "test", cfg.drop_invalid, seed=cfg.seed)
-        else: train, evals = train_val_split(train, cfg.val_fraction, cfg.seed)
-        if cfg.max_train_samples: train = train.select(range(min(cfg.max_train_samples, len(train))))
-        return tokenize(train, tokenizer, cfg.max_length), tokenize(evals, tokenizer, cfg.max_length)
-
-def make_loader(ds, tokenizer, batch_size: int, env: DistEnv, shuffle: bool, seed: int = 0, group: bool = True) -> DataLoader:
+def make_loader(ds,                  # a tokenized dataset (with `length` and `idx` columns)
+                tokenizer,           # pads the batches
+                batch_size: int,     # rows per batch, per process
+                env: DistEnv,        # this process's rank, world size and device
+                shuffle: bool,       # reshuffle every epoch (training) or keep the order (evaluation)
+                seed: int = 0,       # seed of the shuffle
+                group: bool = True,  # group rows of similar length (less padding)
+               ) -> DataLoader:
     "A DataLoader over `ds` with length-grouped, rank-sharded batches and dynamic padding."
     sampler = LengthGroupedBatchSampler(ds["length"], batch_size, env.world_size, env.rank, shuffle=shuffle, seed=seed, group=group)
     pad8 = 8 if env.device.type == "cuda" else None
@@ -59,16 +62,24 @@ def make_loader(ds, tokenizer, batch_size: int, env: DistEnv, shuffle: bool, see
 
 # %% ../nbs/04_trainer.ipynb #702c060d
 @torch.no_grad()
-def evaluate(model, loader: DataLoader, env: DistEnv, precision: str = "fp32") -> dict:
+def evaluate(model,                 # a model, plain or wrapped in DDP / torch.compile
+             loader: DataLoader,    # from `make_loader(..., shuffle=False)`
+             env: DistEnv,          # this process's place in the job
+             precision: str = "fp32",  # resolved precision for autocast
+            ) -> dict:
     "Exact metrics of `model` on `loader`'s dataset, identical for any number of ranks."
-    m = unwrap(model); was_training = m.training; m.eval()
+    m = unwrap(model)
+    was_training = m.training
+    m.eval()
     idx, preds, labels, losses = [], [], [], []
     for b in loader:
         with autocast_for(precision, env.device):
             logits = m(input_ids=b["input_ids"].to(env.device), attention_mask=b["attention_mask"].to(env.device)).logits
         y = b["labels"].to(env.device)
         losses.append(F.cross_entropy(logits.float(), y, reduction="none").cpu())
-        preds.append(logits.argmax(-1).cpu()); labels.append(y.cpu()); idx.append(b["idx"])
+        preds.append(logits.argmax(-1).cpu())
+        labels.append(y.cpu())
+        idx.append(b["idx"])
     cat = lambda xs, dt: torch.cat(xs) if xs else torch.zeros(0, dtype=dt)
     i, p, y, l = gather_eval(cat(idx, torch.long), cat(preds, torch.long), cat(labels, torch.long), cat(losses, torch.float))
     m.train(was_training)
@@ -117,16 +128,27 @@ class TensorBoardLogger(Callback):
     def on_train_end(self, state, summary): self.w.close()
 
 class ProgressBar(Callback):
-    "A tqdm bar over optimizer steps, with the latest loss."
+    "A tqdm bar over optimizer steps in a terminal or notebook; elsewhere (log files, CI) one plain line per log event."
     def on_train_begin(self, state, info):
+        self.show = info.get("progress", True)
+        self.live = self.show and (sys.stderr.isatty() or "ipykernel" in sys.modules)
+        if self.show and not self.live: hf_logging.disable_progress_bar()   # no "Writing model shards" bars in logs
         self.bar = tqdm(total=state.total_steps, initial=state.global_step, desc="training", dynamic_ncols=True,
-                        disable=not info.get("progress", True))
+                        disable=not self.live)
     def on_log(self, state, logs):
-        self.bar.n = state.global_step; self.bar.set_postfix(loss=f"{logs['loss']:.4f}"); self.bar.refresh()
+        if self.live:
+            self.bar.n = state.global_step
+            self.bar.set_postfix(loss=f"{logs['loss']:.4f}")
+            self.bar.refresh()
+        elif self.show:
+            print(f"step {state.global_step}/{state.total_steps} epoch {state.epoch}: loss {logs['loss']:.4f} "
+                  f"lr {logs['lr']:.2e} {logs['samples_per_s']:.1f} samples/s", flush=True)
     def on_evaluate(self, state, metrics):
         self.bar.write(f"step {state.global_step}: eval loss {metrics['loss']:.4f} accuracy {metrics['accuracy']:.4f} "
                        f"macro-F1 {metrics['macro_f1']:.4f}")
-    def on_train_end(self, state, summary): self.bar.n = state.global_step; self.bar.close()
+    def on_train_end(self, state, summary):
+        self.bar.n = state.global_step
+        self.bar.close()
 
 class EarlyStopping(Callback):
     "Stop when `best_metric` has not improved for `patience` evaluations."
@@ -137,7 +159,8 @@ class EarlyStopping(Callback):
 # %% ../nbs/04_trainer.ipynb #94713864
 def atomic_dir_write(final: Path, write) -> Path:
     "Call `write(tmp_dir)`, then move `tmp_dir` to `final` so `final` is always complete (old copy kept as `.old` meanwhile)."
-    final = Path(final); tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    final = Path(final)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
     old = final.with_name(final.name + ".old")
     for stale in final.parent.glob(f".{final.name}.tmp-*"): shutil.rmtree(stale, ignore_errors=True)  # left by a kill
     try:
@@ -163,63 +186,79 @@ def find_checkpoint(path: Path, need_state: bool = False) -> Path | None:
 
 # %% ../nbs/04_trainer.ipynb #3194b999
 def _rng_state() -> dict:
+    "Python's and torch's random generator states (CUDA too where there is one)."
     s = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available(): s["cuda"] = torch.cuda.get_rng_state()
     return s
 
 def _set_rng_state(s: dict) -> None:
-    v = s["python"]; random.setstate((v[0], tuple(v[1]), v[2]))
+    "Restore what `_rng_state` returned (JSON-free, through `torch.load(weights_only=True)`)."
+    v = s["python"]
+    random.setstate((v[0], tuple(v[1]), v[2]))
     torch.set_rng_state(s["torch"])
     if "cuda" in s and torch.cuda.is_available(): torch.cuda.set_rng_state(s["cuda"])
 
-def save_training_state(out: Path, model, tokenizer, optimizer, scheduler, scaler, state: TrainState, cfg: Config, env: DistEnv) -> None:
+def save_training_state(run: Run) -> None:
     "Write `out/last/` atomically from rank 0 with everything needed to resume exactly; all ranks must call it."
+    env = run.env
     rngs = [None] * env.world_size
     if env.distributed: dist.all_gather_object(rngs, _rng_state())
     else: rngs = [_rng_state()]
-    if env.is_main:
-        def write(tmp: Path):
-            save_model(model, tokenizer, tmp)
-            torch.save(optimizer.state_dict(), tmp/"optimizer.pt")
-            torch.save({"scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs}, tmp/"state.pt")
-            (tmp/"trainer_state.json").write_text(json.dumps({**asdict(state), "world_size": env.world_size, "config": asdict(cfg)}, indent=1))
-        atomic_dir_write(out/"last", write)
+    meta = {**asdict(run.state), "world_size": env.world_size, "precision": run.precision,
+            "per_device_batch": run.bs, "effective_grad_accum": run.accum, "config": asdict(run.cfg)}
+    def write(tmp: Path):
+        save_model(run.model, run.tok, tmp)
+        torch.save(run.opt.state_dict(), tmp/"optimizer.pt")
+        torch.save({"scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(), "rng": rngs}, tmp/"state.pt")
+        (tmp/"trainer_state.json").write_text(json.dumps(meta, indent=1))
+    if env.is_main: atomic_dir_write(run.out/"last", write)
     barrier()
 
-def load_training_state(last: Path, model, optimizer, scheduler, scaler, env: DistEnv, cfg: Config) -> TrainState:
-    "Restore model weights, optimizer, scheduler, scaler and this rank's RNG from `last/`; return the saved `TrainState`."
-    meta = json.loads((last/"trainer_state.json").read_text())
-    saved = meta.pop("config"); world = meta.pop("world_size")
-    for k in ("batch_size", "grad_accum", "seed", "data", "model", "max_length"):
-        if saved[k] != getattr(cfg, k): raise ConfigError(f"{k}: resuming {last} needs the same {k} as the run that wrote it ({saved[k]!r}), got {getattr(cfg, k)!r}")
-    if world != env.world_size: raise ConfigError(f"nproc: {last} was written by {world} process(es), this run has {env.world_size}; resume with the same number")
-    unwrap(model).load_state_dict(load_file(str(last/"model.safetensors"), device=str(env.device)))
-    optimizer.load_state_dict(torch.load(last/"optimizer.pt", map_location=env.device, weights_only=True))
+def load_training_state(run: Run) -> TrainState:
+    "Restore model weights, optimizer, scheduler, scaler and this rank's RNG from `run.resume_from`; the saved `TrainState`."
+    last, env = run.resume_from, run.env
+    unwrap(run.model).load_state_dict(load_file(str(last/"model.safetensors"), device=str(env.device)))
+    run.opt.load_state_dict(torch.load(last/"optimizer.pt", map_location=env.device, weights_only=True))
     st = torch.load(last/"state.pt", map_location="cpu", weights_only=True)
-    scheduler.load_state_dict(st["scheduler"]); scaler.load_state_dict(st["scaler"])
+    run.sched.load_state_dict(st["scheduler"])
+    run.scaler.load_state_dict(st["scaler"])
     _set_rng_state(st["rng"][env.rank])
-    return TrainState(**meta)
+    return TrainState(**{k: v for k, v in run.saved.items() if k in TrainState.__dataclass_fields__})
 
 # %% ../nbs/04_trainer.ipynb #95913bfc
+def backoff(bs: int, per_device: int) -> tuple[int, int]:
+    "The next (per-device batch, accumulation) after an out-of-memory at batch `bs`, for `per_device` rows per step."
+    bs = max(1, bs // 2)
+    return bs, math.ceil(per_device / bs)
+
+def _probe(model, bs: int, max_len: int, env: DistEnv, precision: str) -> bool:
+    "True if a forward and backward of `bs` x `max_len` tokens fits, with room for the optimizer state and DDP buckets."
+    try:
+        room = [torch.empty(p.numel() * 3, dtype=torch.float32, device=env.device) for p in model.parameters() if p.requires_grad]
+        x = torch.ones(bs, max_len, dtype=torch.long, device=env.device)
+        with autocast_for(precision, env.device):
+            loss = model(input_ids=x, attention_mask=x, labels=torch.zeros(bs, dtype=torch.long, device=env.device)).loss
+        loss.backward()
+        del room
+        return True
+    except torch.cuda.OutOfMemoryError: return False
+    finally:
+        model.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+
 def fit_batch_size(model, cfg: Config, env: DistEnv, max_len: int, precision: str) -> tuple[int, int]:
-    "Largest per-device batch <= cfg.batch_size (halving, accumulation doubled) whose worst case fits in GPU memory."
+    "Largest per-device batch <= cfg.batch_size (halving; accumulation ceil(asked/batch)) whose worst case fits in GPU memory."
     bs, accum = cfg.batch_size, cfg.grad_accum
     if env.device.type != "cuda": return bs, accum
-    while True:
-        ok = 1.0
-        try:
-            x = torch.ones(bs, max_len, dtype=torch.long, device=env.device)
-            with autocast_for(precision, env.device):
-                loss = model(input_ids=x, attention_mask=x, labels=torch.zeros(bs, dtype=torch.long, device=env.device)).loss
-            loss.backward()
-        except torch.cuda.OutOfMemoryError: ok = 0.0
-        model.zero_grad(set_to_none=True); torch.cuda.empty_cache()
-        if all_reduce_mean(ok, env.device) == 1.0: return bs, accum
+    per_device = bs * accum
+    while all_reduce_mean(float(_probe(model, bs, max_len, env, precision)), env.device) < 1.0:   # any rank failed
         if bs == 1: raise RuntimeError(f"batch_size: even 1 sequence of {max_len} tokens does not fit in GPU memory; lower max_length")
-        bs, accum = bs // 2, accum * 2
-        rank_print(f"out of memory at batch {bs * 2} x {max_len} tokens: per-device batch {bs}, grad_accum {accum} (same global batch)")
+        bs, accum = backoff(bs, per_device)
+        rank_print(f"out of memory at batch {bs * 2} x {max_len} tokens: per-device batch {bs} x grad_accum {accum}, "
+                   f"global batch {bs * accum * env.world_size} (asked for {per_device * env.world_size})")
+    return bs, accum
 
-# %% ../nbs/04_trainer.ipynb #40ad2526
+# %% ../nbs/04_trainer.ipynb #b23ef2db
 def _optimizer(model, cfg: Config, env: DistEnv) -> torch.optim.Optimizer:
     "AdamW without weight decay on biases and LayerNorm weights; fused kernels on GPU."
     decay, no_decay = [], []
@@ -229,7 +268,7 @@ def _optimizer(model, cfg: Config, env: DistEnv) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=env.device.type == "cuda")
 
 def _apply_options(model, cfg: Config):
-    "Gradient checkpointing, LoRA adapters (peft) and torch.compile, when asked for."
+    "Gradient checkpointing and LoRA adapters (peft), when asked for (torch.compile comes after DDP)."
     if cfg.grad_checkpointing: model.gradient_checkpointing_enable()
     if cfg.lora:
         try: from peft import LoraConfig, TaskType, get_peft_model
@@ -241,128 +280,303 @@ def _apply_options(model, cfg: Config):
                                                  target_modules=targets, modules_to_save=list(head)))
     return model
 
+# %% ../nbs/04_trainer.ipynb #40ad2526
+@dataclass
+class Run:
+    "The state of one training run on this process; each step of the loop reads and updates it."
+    cfg: Config
+    env: DistEnv
+    out: Path                                  # the output folder
+    precision: str = "fp32"                    # resolved: fp32, fp16 or bf16
+    resume_from: Path | None = None            # `last/` to resume from, if any
+    saved: dict = field(default_factory=dict)  # its trainer_state.json
+    model: torch.nn.Module | None = None       # wrapped in DDP (and compiled) when asked
+    tok: object = None
+    train_dl: DataLoader | None = None
+    eval_dl: DataLoader | None = None
+    bs: int = 0                                # effective per-device batch
+    accum: int = 1                             # effective accumulation
+    opt: torch.optim.Optimizer | None = None
+    sched: object = None
+    scaler: torch.amp.GradScaler | None = None
+    state: TrainState = field(default_factory=TrainState)
+    callbacks: list = field(default_factory=list)
+    meter: dict = field(default_factory=dict)  # train time, samples, tokens, running loss
+    last_eval: dict = field(default_factory=dict)
+    t_start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def micro_per_epoch(self) -> int: return len(self.train_dl.batch_sampler) + self.train_dl.batch_sampler.skip
+
 # %% ../nbs/04_trainer.ipynb #897baba6
-def train(cfg: Config, callbacks: list[Callback] | None = None, progress: bool = True) -> dict:
-    "Fine-tune `cfg.model` on `cfg.data` on every process of the launcher; returns (and writes) the run summary."
-    env = setup_distributed()
-    try: return _train(cfg, env, callbacks or [], progress)
-    finally: cleanup_distributed()
+RESULTS = ("summary.json", "best", "last", "metrics.jsonl")
 
-def _train(cfg: Config, env: DistEnv, callbacks: list[Callback], progress: bool) -> dict:
-    t_start = time.perf_counter()
-    out = Path(cfg.output); out.mkdir(parents=True, exist_ok=True)
-    precision = resolve_precision(cfg.precision, env.device)
+def check_output(cfg: Config) -> None:
+    "Refuse to write into a folder that holds a previous run's results unless `cfg.resume` or `cfg.overwrite`."
+    out = Path(cfg.output)
+    found = [name for name in RESULTS if (out/name).exists()]
+    if found and not (cfg.resume or cfg.overwrite):
+        raise ConfigError(f"output: {out} already holds a run ({', '.join(found)}); continue it with --resume, "
+                          f"replace it with --overwrite, or choose another --output")
+
+def _remove_results(out: Path) -> None:
+    "Delete a previous run's results in `out` (asked for with `overwrite`), so none of them can be mistaken for this run's."
+    for name in RESULTS + ("tb", "last.old", "best.old"):
+        p = out/name
+        if p.is_dir(): shutil.rmtree(p)
+        elif p.exists(): p.unlink()
+
+def start_run(cfg: Config, env: DistEnv) -> Run:
+    "Step 1: check the output folder, resolve the precision, read and check `last/` when resuming."
+    check_output(cfg)
     if cfg.resume and cfg.lora: raise ConfigError("resume: resuming LoRA runs is not supported")
+    run = Run(cfg, env, Path(cfg.output), resolve_precision(cfg.precision, env.device))
+    if cfg.overwrite and not cfg.resume and env.is_main:
+        _remove_results(run.out)
+    run.out.mkdir(parents=True, exist_ok=True)
+    run.resume_from = find_checkpoint(run.out/"last", need_state=True) if cfg.resume else None
+    if cfg.resume and run.resume_from is None: rank_print(f"resume: no checkpoint in {run.out/'last'}, starting from scratch")
+    if run.resume_from is not None: run.saved = check_resume(run.resume_from, cfg, env, run.precision)
     rank_print(f"distrinews: {env.world_size} process(es) on {env.device.type} ({env.backend or 'no process group'}), "
-               f"precision {precision}, model {cfg.model}, data {cfg.data}")
+               f"precision {run.precision}, model {cfg.model}, data {cfg.data}")
+    return run
 
-    # 1. data (rank 0 tokenizes and caches first) and the model, identical on every rank
+def check_resume(last: Path, cfg: Config, env: DistEnv, precision: str) -> dict:
+    "The `trainer_state.json` of `last`, after checking that this run can continue it exactly."
+    meta = json.loads((last/"trainer_state.json").read_text())
+    saved = meta["config"]
+    for k in ("batch_size", "grad_accum", "seed", "data", "model", "max_length"):
+        if saved[k] != getattr(cfg, k):
+            raise ConfigError(f"{k}: resuming {last} needs the same {k} as the run that wrote it ({saved[k]!r}), got {getattr(cfg, k)!r}")
+    if meta["world_size"] != env.world_size:
+        raise ConfigError(f"nproc: {last} was written by {meta['world_size']} process(es), this run has {env.world_size}; resume with the same number")
+    if meta.get("precision", precision) != precision:   # fp16 keeps a loss scale that bf16/fp32 runs do not have
+        raise ConfigError(f"precision: {last} was trained in {meta['precision']}, this run would use {precision}; "
+                          f"resume with --precision {meta['precision']}")
+    return meta
+
+# %% ../nbs/04_trainer.ipynb #7086b633
+def check_split(labels: list[int], val_fraction: float, source: str) -> None:
+    "Raise a `DataError` naming `source` if a stratified split of `labels` by `val_fraction` cannot be made."
+    counts = {c: labels.count(c) for c in sorted(set(labels))}
+    rare = [LABELS[c] for c, n in counts.items() if n < 2]
+    if rare:
+        raise DataError(f"{source}: a stratified train/eval split needs >= 2 rows per class, class {rare[0]!r} has 1 "
+                        f"({len(labels)} rows in all); add rows or give --eval-data")
+    n_eval = math.ceil(val_fraction * len(labels))
+    if n_eval < len(counts) or len(labels) - n_eval < len(counts):
+        raise DataError(f"{source}: {len(labels)} rows with val_fraction {val_fraction} leave {n_eval} eval row(s) for "
+                        f"{len(counts)} classes; a stratified split needs >= 1 row per class on each side: add rows, "
+                        f"change --val-fraction or give --eval-data")
+
+def build_datasets(cfg: Config, tokenizer) -> tuple:
+    "Tokenized (train, eval) datasets for `cfg`; rank 0 prepares (and caches) them first."
+    with main_process_first():
+        train = load_source(cfg.data, "train", cfg.drop_invalid, seed=cfg.seed)
+        if cfg.eval_data: evals = load_source(cfg.eval_data, "test", cfg.drop_invalid, seed=cfg.seed)
+        else:
+            check_split(list(train["label"]), cfg.val_fraction, cfg.data)
+            train, evals = train_val_split(train, cfg.val_fraction, cfg.seed)
+        if cfg.max_train_samples: train = train.select(range(min(cfg.max_train_samples, len(train))))
+        return tokenize(train, tokenizer, cfg.max_length), tokenize(evals, tokenizer, cfg.max_length)
+
+# %% ../nbs/04_trainer.ipynb #b5edf041
+def build_model_and_data(run: Run) -> None:
+    "Step 2: the model (identical on every rank), the data loaders, the batch size; then DDP, then compile."
+    cfg, env = run.cfg, run.env
     seed_everything(cfg.seed)
-    model, tok = load_model(cfg.model, dropout=cfg.dropout)
-    train_ds, eval_ds = build_datasets(cfg, tok)
+    model, run.tok = load_model(cfg.model, dropout=cfg.dropout)
+    train_ds, eval_ds = build_datasets(cfg, run.tok)
     model = _apply_options(model, cfg).to(env.device)
-    bs, accum = fit_batch_size(model, cfg, env, max(train_ds["length"]), precision)
-    if cfg.compile: model = torch.compile(model)
+    if run.saved.get("per_device_batch"): run.bs, run.accum = run.saved["per_device_batch"], run.saved["effective_grad_accum"]
+    else: run.bs, run.accum = fit_batch_size(model, cfg, env, max(train_ds["length"]), run.precision)
     if env.distributed:
         model = DDP(model, device_ids=[env.device.index] if env.device.type == "cuda" else None, gradient_as_bucket_view=True)
-    train_dl = make_loader(train_ds, tok, bs, env, shuffle=True, seed=cfg.seed, group=cfg.group_by_length)
-    eval_dl = make_loader(eval_ds, tok, cfg.eval_batch_size, env, shuffle=False)
+    if cfg.compile: model = torch.compile(model)   # after DDP: the compiler sees the buckets and overlaps their all-reduce
+    run.model = model
+    run.train_dl = make_loader(train_ds, run.tok, run.bs, env, shuffle=True, seed=cfg.seed, group=cfg.group_by_length)
+    run.eval_dl = make_loader(eval_ds, run.tok, cfg.eval_batch_size, env, shuffle=False)
 
-    # 2. optimizer, schedule, scaler; the number of optimizer steps fixes the schedule
-    micro_per_epoch = len(train_dl.batch_sampler)
-    steps_per_epoch = math.ceil(micro_per_epoch / accum)
+# %% ../nbs/04_trainer.ipynb #2d3217bf
+def build_optimizer(run: Run) -> None:
+    "Step 3: AdamW, the warm-up/decay schedule and the fp16 scaler; restored from `last/` when resuming."
+    cfg, env = run.cfg, run.env
+    steps_per_epoch = math.ceil(run.micro_per_epoch / run.accum)
     total = cfg.max_steps or steps_per_epoch * cfg.epochs
-    opt = _optimizer(model, cfg, env)
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
-    scaler = torch.amp.GradScaler(env.device.type, enabled=precision == "fp16")
-    state = TrainState(total_steps=total)
-    last = find_checkpoint(out/"last", need_state=True) if cfg.resume else None
-    if cfg.resume and last is None: rank_print(f"resume: no checkpoint in {out/'last'}, starting from scratch")
-    if last is not None:
-        state = load_training_state(last, model, opt, sched, scaler, env, cfg)
-        rank_print(f"resumed from {last} at step {state.global_step} (epoch {state.epoch}, batch {state.batches_done})")
-    else: seed_everything(cfg.seed + env.rank)   # dropout masks differ between ranks, like between batches
+    run.opt = _optimizer(run.model, cfg, env)
+    run.sched = get_linear_schedule_with_warmup(run.opt, int(cfg.warmup_ratio * total), total)
+    run.scaler = torch.amp.GradScaler(env.device.type, enabled=run.precision == "fp16")
+    run.state = TrainState(total_steps=total)
+    if run.resume_from is None:
+        seed_everything(cfg.seed + env.rank)   # dropout masks differ between ranks, like between batches
+        return
+    run.state = load_training_state(run)
+    rank_print(f"resumed from {run.resume_from} at step {run.state.global_step} "
+               f"(epoch {run.state.epoch}, batch {run.state.batches_done})")
 
+# %% ../nbs/04_trainer.ipynb #7be9961a
+def attach_callbacks(run: Run, callbacks: list[Callback], progress: bool) -> None:
+    "Step 4: the user's callbacks, plus the logger, progress bar and TensorBoard on rank 0 and early stopping."
     cbs = list(callbacks)
-    if env.is_main:
-        cbs += [JsonlLogger(out/"metrics.jsonl", start_fresh=last is None), ProgressBar()]
-        try: cbs.append(TensorBoardLogger(out/"tb"))
+    if run.env.is_main:
+        cbs += [JsonlLogger(run.out/"metrics.jsonl", start_fresh=run.resume_from is None), ProgressBar()]
+        try: cbs.append(TensorBoardLogger(run.out/"tb"))
         except ImportError: pass
-    if cfg.patience: cbs.append(EarlyStopping(cfg.patience))
-    for cb in cbs: cb.on_train_begin(state, {"progress": progress, "model": model, "env": env, "output": out})
+    if run.cfg.patience: cbs.append(EarlyStopping(run.cfg.patience))
+    run.callbacks = cbs
+    for cb in cbs: cb.on_train_begin(run.state, {"progress": progress, "model": run.model, "env": run.env, "output": run.out})
 
-    last_eval = {}
-    def run_eval():
-        metrics = evaluate(model, eval_dl, env, precision)
-        last_eval.update(step=state.global_step, metrics=metrics)
-        value = metrics[cfg.best_metric]
-        better = state.best_value is None or (value < state.best_value if cfg.best_metric == "loss" else value > state.best_value)
-        if better:
-            state.best_value, state.best_step, state.bad_evals = value, state.global_step, 0
-            if env.is_main: atomic_dir_write(out/"best", lambda t: save_model(model, tok, t))
-            barrier()
-        else: state.bad_evals += 1
-        for cb in cbs: cb.on_evaluate(state, metrics)
-        return metrics
+# %% ../nbs/04_trainer.ipynb #0068e6e1
+def accumulation_window(i: int,        # index of the micro-batch in the epoch
+                        accum: int,    # micro-batches per optimizer step
+                        n_micro: int,  # micro-batches in the epoch
+                       ) -> tuple[int, int]:
+    "(first micro-batch, number of micro-batches) of the optimizer step that micro-batch `i` belongs to."
+    start = i - i % accum
+    return start, min(accum, n_micro - start)
 
-    # 3. the loop
-    model.train()
-    train_time, samples = 0.0, 0
-    tokens, loss_sum, loss_n = torch.zeros((), device=env.device), torch.zeros((), device=env.device), 0
-    t0 = time.perf_counter()
-    while state.global_step < total and not state.should_stop:
-        train_dl.batch_sampler.set_epoch(state.epoch, skip=state.batches_done)
-        for b in train_dl:
-            i = state.batches_done
-            group_start = i - i % accum
-            group_len = min(accum, micro_per_epoch - group_start)
-            sync_now = i - group_start == group_len - 1          # the last micro-batch of this optimizer step
-            b = {k: v.to(env.device, non_blocking=True) for k, v in b.items() if k != "idx"}
-            with (model.no_sync() if env.distributed and not sync_now else contextlib.nullcontext()):
-                with autocast_for(precision, env.device):
-                    loss = model(**b).loss / group_len
-                scaler.scale(loss).backward()
-            loss_sum += loss.detach(); samples += len(b["labels"]); tokens += b["attention_mask"].sum()
-            state.batches_done += 1
-            if not sync_now: continue
+def accumulation_groups(loader: DataLoader, start: int, accum: int, n_micro: int):
+    "The micro-batches of `loader` (which begins at micro-batch `start` of the epoch), one list per optimizer step."
+    group = []
+    for i, b in enumerate(loader, start):
+        group.append(b)
+        if len(group) == accumulation_window(i, accum, n_micro)[1]:
+            yield group
+            group = []
 
-            if cfg.max_grad_norm > 0:
-                scaler.unscale_(opt); torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            scaler.step(opt); scaler.update(); opt.zero_grad(set_to_none=True); sched.step()
-            state.global_step += 1; loss_n += 1
+# %% ../nbs/04_trainer.ipynb #334f51d1
+def micro_step(run: Run, b: dict, rows: int, sync: bool) -> None:
+    "Step 5: forward and backward of micro-batch `b` (of a window of `rows` rows); all-reduce only if `sync`."
+    b = {k: v.to(run.env.device, non_blocking=True) for k, v in b.items() if k != "idx"}
+    n = len(b["labels"])
+    skip_sync = run.env.distributed and not sync
+    with run.model.no_sync() if skip_sync else contextlib.nullcontext():
+        with autocast_for(run.precision, run.env.device):
+            loss = run.model(**b).loss * (n / rows)     # mean over the window's rows, not over micro-batches
+        run.scaler.scale(loss).backward()
+    m = run.meter
+    m["loss_sum"] += loss.detach()
+    m["samples"] += n
+    m["tokens"] += b["attention_mask"].sum()
 
-            end_of_epoch, done = state.batches_done >= micro_per_epoch, state.global_step >= total
-            log_now = state.global_step % cfg.log_every == 0 or end_of_epoch or done
-            eval_now = (cfg.eval_every and state.global_step % cfg.eval_every == 0) or (end_of_epoch and not cfg.eval_every)
-            save_now = (cfg.save_every and state.global_step % cfg.save_every == 0) or end_of_epoch or done
-            if not (log_now or eval_now or save_now): continue
-            if env.device.type == "cuda": torch.cuda.synchronize()
-            train_time += time.perf_counter() - t0              # the clock runs for training only
-            if log_now:
-                logs = dict(step=state.global_step, epoch=state.epoch, loss=all_reduce_mean(loss_sum / loss_n, env.device),
-                            lr=sched.get_last_lr()[0], samples_per_s=all_reduce_sum(samples) / train_time,
-                            tokens_per_s=all_reduce_sum(tokens) / train_time)
-                for cb in cbs: cb.on_log(state, logs)
-                loss_sum.zero_(); loss_n = 0
-            if eval_now: run_eval()
-            if end_of_epoch: state.epoch, state.batches_done = state.epoch + 1, 0
-            if save_now: save_training_state(out, model, tok, opt, sched, scaler, state, cfg, env)
-            if state.should_stop or done: break
-            t0 = time.perf_counter()
+# %% ../nbs/04_trainer.ipynb #9b032ea7
+def optimizer_step(model, opt, sched, scaler, max_grad_norm: float) -> bool:
+    "Step 6: unscale, clip, step, update the scale, zero the gradients, schedule. False if fp16 overflow skipped it."
+    scale = scaler.get_scale()
+    if max_grad_norm > 0:
+        scaler.unscale_(opt)                                                # true gradients, before clipping
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    scaler.step(opt)                                                        # skipped if a gradient is inf/nan
+    scaler.update()                                                         # halves the scale after a skip
+    opt.zero_grad(set_to_none=True)
+    stepped = scaler.get_scale() >= scale
+    if stepped: sched.step()                                                # the schedule counts real steps
+    return stepped
 
-    # 4. final evaluation (unless the last step was just evaluated; it may also become `best/`) and summary
-    final = last_eval["metrics"] if last_eval.get("step") == state.global_step else run_eval()
-    summary = dict(world_size=env.world_size, device=env.device.type, hardware=describe_hardware(), precision=precision,
+# %% ../nbs/04_trainer.ipynb #0149053a
+def evaluate_and_keep_best(run: Run) -> dict:
+    "Evaluate exactly; write `best/` (rank 0) if `cfg.best_metric` improved; tell the callbacks."
+    cfg, state = run.cfg, run.state
+    metrics = evaluate(run.model, run.eval_dl, run.env, run.precision)
+    run.last_eval = dict(step=state.global_step, metrics=metrics)
+    value = metrics[cfg.best_metric]
+    lower_is_better = cfg.best_metric == "loss"
+    better = state.best_value is None or (value < state.best_value if lower_is_better else value > state.best_value)
+    if better:
+        state.best_value, state.best_step, state.bad_evals = value, state.global_step, 0
+        if run.env.is_main: atomic_dir_write(run.out/"best", lambda t: save_model(run.model, run.tok, t))
+        barrier()
+    else: state.bad_evals += 1
+    for cb in run.callbacks: cb.on_evaluate(state, metrics)
+    return metrics
+
+def log_step(run: Run) -> None:
+    "Average the running loss over steps and ranks, measure throughput, tell the callbacks."
+    m, env = run.meter, run.env
+    logs = dict(step=run.state.global_step, epoch=run.state.epoch, loss=all_reduce_mean(m["loss_sum"] / m["loss_n"], env.device),
+                lr=run.sched.get_last_lr()[0], samples_per_s=all_reduce_sum(m["samples"]) / m["train_time"],
+                tokens_per_s=all_reduce_sum(m["tokens"]) / m["train_time"])
+    for cb in run.callbacks: cb.on_log(run.state, logs)
+    m["loss_sum"].zero_()
+    m["loss_n"] = 0
+
+# %% ../nbs/04_trainer.ipynb #8c467a4c
+def after_step(run: Run) -> bool:
+    "Step 7: log, evaluate and save `last/` when due; True when the run should stop."
+    cfg, state = run.cfg, run.state
+    end_of_epoch = state.batches_done >= run.micro_per_epoch
+    done = state.global_step >= state.total_steps
+    log_now = state.global_step % cfg.log_every == 0 or end_of_epoch or done
+    eval_now = (cfg.eval_every and state.global_step % cfg.eval_every == 0) or (end_of_epoch and not cfg.eval_every)
+    save_now = (cfg.save_every and state.global_step % cfg.save_every == 0) or end_of_epoch or done
+    if log_now or eval_now or save_now:
+        if run.env.device.type == "cuda": torch.cuda.synchronize()
+        run.meter["train_time"] += time.perf_counter() - run.meter["t0"]   # the clock runs for training only
+        if log_now: log_step(run)
+        if eval_now: evaluate_and_keep_best(run)
+        if end_of_epoch:
+            state.epoch += 1
+            state.batches_done = 0
+        if save_now: save_training_state(run)
+        run.meter["t0"] = time.perf_counter()
+    return bool(state.should_stop or done)
+
+# %% ../nbs/04_trainer.ipynb #8d6c8512
+def fit(run: Run) -> None:
+    "Steps 5-7 over the epochs, until `total_steps` or early stopping."
+    state, dev = run.state, run.env.device
+    run.meter = dict(train_time=0.0, samples=0, tokens=torch.zeros((), device=dev), loss_sum=torch.zeros((), device=dev),
+                     loss_n=0, t0=time.perf_counter())
+    run.model.train()
+    while state.global_step < state.total_steps and not state.should_stop:
+        run.train_dl.batch_sampler.set_epoch(state.epoch, skip=state.batches_done)
+        for group in accumulation_groups(run.train_dl, state.batches_done, run.accum, run.micro_per_epoch):
+            rows = sum(len(b["labels"]) for b in group)
+            for j, b in enumerate(group):
+                micro_step(run, b, rows, sync=j == len(group) - 1)   # all-reduce on the window's last micro-batch
+            state.batches_done += len(group)
+            optimizer_step(run.model, run.opt, run.sched, run.scaler, run.cfg.max_grad_norm)
+            state.global_step += 1
+            run.meter["loss_n"] += 1
+            if after_step(run): return
+
+# %% ../nbs/04_trainer.ipynb #49d60425
+def finish(run: Run) -> dict:
+    "Step 8: evaluate the final model (if not just done), write `summary.json` on rank 0, tell the callbacks."
+    cfg, env, state, m = run.cfg, run.env, run.state, run.meter
+    final = run.last_eval["metrics"] if run.last_eval.get("step") == state.global_step else evaluate_and_keep_best(run)
+    train_time = max(m["train_time"], 1e-9)
+    summary = dict(preset=cfg.preset, world_size=env.world_size, device=env.device.type, hardware=describe_hardware(), precision=run.precision,
                    model=cfg.model, data=cfg.data, global_step=state.global_step, epochs_done=state.epoch,
-                   per_device_batch=bs, grad_accum=accum, global_batch=bs * accum * env.world_size,
-                   train_samples_per_s=all_reduce_sum(samples) / max(train_time, 1e-9),
-                   train_tokens_per_s=all_reduce_sum(tokens) / max(train_time, 1e-9), train_s=train_time,
-                   wall_s=time.perf_counter() - t_start, peak_mem_mb=all_reduce_max(peak_mem_mb(env.device)),
+                   per_device_batch=run.bs, grad_accum=run.accum, global_batch=run.bs * run.accum * env.world_size,
+                   train_samples_per_s=all_reduce_sum(m["samples"]) / train_time,
+                   train_tokens_per_s=all_reduce_sum(m["tokens"]) / train_time, train_s=m["train_time"],
+                   wall_s=time.perf_counter() - run.t_start, peak_mem_mb=all_reduce_max(peak_mem_mb(env.device)),
                    eval={k: final[k] for k in ("accuracy", "precision", "recall", "macro_f1", "loss", "n")},
                    confusion=final["confusion"], best={"metric": cfg.best_metric, "value": state.best_value, "step": state.best_step},
                    stopped_early=state.should_stop, config=asdict(cfg))
-    if env.is_main: (out/"summary.json").write_text(json.dumps(summary, indent=1))
-    for cb in cbs: cb.on_train_end(state, summary)
+    if env.is_main: (run.out/"summary.json").write_text(json.dumps(summary, indent=1))
+    for cb in run.callbacks: cb.on_train_end(state, summary)
+    return summary
+
+# %% ../nbs/04_trainer.ipynb #eb7f1422
+def train(cfg: Config,                           # the run's configuration
+          callbacks: list[Callback] | None = None,  # extra observers of the loop
+          progress: bool = True,                 # show a progress bar (or one line per log event outside a terminal)
+         ) -> dict:
+    "Fine-tune `cfg.model` on `cfg.data` on every process of the launcher; returns (and writes) the run summary."
+    env = setup_distributed()
+    try:
+        run = start_run(cfg, env)
+        build_model_and_data(run)
+        build_optimizer(run)
+        attach_callbacks(run, callbacks or [], progress)
+        fit(run)
+        summary = finish(run)
+    except BaseException:
+        abort_distributed()   # no barrier on the error path
+        raise
+    cleanup_distributed()
     return summary
 
 # %% ../nbs/04_trainer.ipynb #2d050964
@@ -384,46 +598,97 @@ def tiny_checkpoint(path: str | Path,  # where the checkpoint folder goes (creat
     finally: torch.set_num_threads(threads)   # setup_distributed may have changed it
 
 # %% ../nbs/04_trainer.ipynb #0e8429fc
-_free_port, _peak_mem_mb = free_port, peak_mem_mb   # old private names: api/bench switch to ddp.free_port/peak_mem_mb
+_free_port, _peak_mem_mb = free_port, peak_mem_mb   # old private names, until api/bench use ddp.free_port/peak_mem_mb
 
-def launch_fn(fn, args: tuple, nproc: int):
+class RankFailed(DistrinewsError):
+    "A launched rank failed; the message names the rank and its error."
+
+BROKEN_COLLECTIVE = ("gloo", "NCCL", "Connection closed by peer", "Connection reset by peer", "ProcessGroup")
+
+def _run_rank(fn, err_dir: str, *args):
+    "What each launched process runs: `fn(*args)`, leaving a one-line record of its error for the parent."
+    try: return fn(*args)
+    except BaseException as e:
+        rank = int(os.environ.get("RANK", 0))
+        rec = dict(rank=rank, type=type(e).__name__, message=str(e).strip().splitlines()[0] if str(e).strip() else "",
+                   bad_input=isinstance(e, DistrinewsError), time=time.time())
+        Path(err_dir, f"rank{rank}.json").write_text(json.dumps(rec))
+        raise
+
+def _failure_message(err_dir: str) -> str:
+    "One line from the ranks' error records: the rank whose error caused the failure, and that error."
+    recs = [json.loads(p.read_text()) for p in Path(err_dir).glob("rank*.json")]
+    def consequence(r):   # a rank whose collective broke (or that was stopped) because a peer failed
+        return r["type"] in ("SignalException", "KeyboardInterrupt") or any(x in r["message"] for x in BROKEN_COLLECTIVE)
+    if not recs: return "a process failed without recording an error (killed? out of memory?)"
+    r = min(recs, key=lambda r: (consequence(r), r["time"]))
+    return r["message"] if r["bad_input"] else f"rank {r['rank']} failed: {r['type']}: {r['message']}"
+
+def launch_fn(fn,           # a module-level function (spawned processes import it)
+              args: tuple,  # its arguments
+              nproc: int,   # processes to start on this machine
+             ):
     "Run `fn(*args)` on `nproc` local processes (or in this one if already launched / nproc == 1); rank 0's result."
     if "WORLD_SIZE" in os.environ or nproc <= 1: return fn(*args)
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     port = free_port()
     conf = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"distrinews-{port}",
                         rdzv_backend="static", rdzv_endpoint=f"127.0.0.1:{port}", rdzv_configs={"rank": 0},
                         max_restarts=0, monitor_interval=0.2, start_method="spawn")
-    return elastic_launch(conf, fn)(*args)[0]
+    quiet = [logging.getLogger(n) for n in ("torch.distributed.elastic", "torch.multiprocessing")]
+    levels = [q.level for q in quiet]
+    for q in quiet: q.setLevel(logging.CRITICAL)     # the failure is reported once, below
+    try:
+        with tempfile.TemporaryDirectory() as err_dir:
+            try: return elastic_launch(conf, _run_rank)(fn, err_dir, *args)[0]
+            except ChildFailedError: raise RankFailed(_failure_message(err_dir)) from None
+    finally:
+        for q, level in zip(quiet, levels): q.setLevel(level)
 
 def launch(cfg: Config) -> dict:
     "Train with `cfg.nproc` processes (started here unless a launcher already did); returns the summary."
     n_gpus = torch.cuda.device_count()
-    if n_gpus and cfg.nproc > n_gpus: rank_print(f"nproc: {cfg.nproc} processes but {n_gpus} GPU(s); processes will share GPUs")
+    if n_gpus and cfg.nproc > n_gpus:
+        rank_print(f"nproc: {cfg.nproc} processes but {n_gpus} GPU(s): NCCL needs one GPU per process, so the processes "
+                   f"will train on the CPU with gloo; use --nproc {n_gpus} to train on the GPU(s)")
     return launch_fn(train, (cfg,), cfg.nproc)
 
 # %% ../nbs/04_trainer.ipynb #b2f6f982
-def evaluate_checkpoint(checkpoint: str, data: str, batch_size: int = 64, max_length: int = 128, drop_invalid: bool = False) -> dict:
+def evaluate_checkpoint(checkpoint: str,         # a model folder (OUT/best or OUT/last)
+                        data: str,               # ag_news (test split), synthetic:N or a csv/jsonl/parquet file
+                        batch_size: int = 64,    # per process
+                        max_length: int = 128,   # tokens per text
+                        drop_invalid: bool = False,  # skip malformed rows instead of failing
+                       ) -> dict:
     "Metrics (accuracy, precision, recall, macro_f1, loss, n, confusion) of `checkpoint` on the `data` source."
     env = setup_distributed()
     try:
         model, tok = load_model(checkpoint)
         model.to(env.device)
         with main_process_first(): ds = tokenize(load_source(data, "test", drop_invalid), tok, max_length)
-        return evaluate(model, make_loader(ds, tok, batch_size, env, shuffle=False), env)
-    finally: cleanup_distributed()
+        metrics = evaluate(model, make_loader(ds, tok, batch_size, env, shuffle=False), env)
+    except BaseException:
+        abort_distributed()
+        raise
+    cleanup_distributed()
+    return metrics
 
 # %% ../nbs/04_trainer.ipynb #bc163c47
 def add_train_args(p: argparse.ArgumentParser):
+    "The flags of `distrinews train`: one per `Config` field, and `--config`."
     add_config_args(p)
 
 def preflight(cfg: Config) -> None:
-    "Check, before any process starts, that the data and the model load (and warm their caches)."
-    for src, split in ((cfg.data, "train"), (cfg.eval_data, "test")):
-        if src: load_source(src, split, cfg.drop_invalid, seed=cfg.seed)
+    "Check, before any process starts, the output folder, that the data loads and splits, and that the model loads."
+    check_output(cfg)
+    train_ds = load_source(cfg.data, "train", cfg.drop_invalid, seed=cfg.seed)
+    if cfg.eval_data: load_source(cfg.eval_data, "test", cfg.drop_invalid, seed=cfg.seed)
+    else: check_split(list(train_ds["label"]), cfg.val_fraction, cfg.data)
     load_model(cfg.model)
 
 def run_train(args) -> int:
+    "`distrinews train`: train with the flags' configuration, then print one line of results."
     cfg = config_from_args(args)
     if "WORLD_SIZE" not in os.environ: preflight(cfg)   # bad input: one clear message, not one traceback per rank
     s = launch(cfg)
@@ -434,7 +699,9 @@ def run_train(args) -> int:
               f"(n={e['n']}); best model: {cfg.output}/best")
     return 0
 
+# %% ../nbs/04_trainer.ipynb #874e6f0d
 def add_eval_args(p: argparse.ArgumentParser):
+    "The flags of `distrinews eval`."
     p.add_argument("--checkpoint", required=True, help="a model folder (e.g. runs/quick/best)")
     p.add_argument("--data", required=True, help="ag_news (test split), synthetic:N or a csv/jsonl/parquet file")
     p.add_argument("--nproc", type=int, default=1, help="processes (default 1)")
@@ -442,14 +709,34 @@ def add_eval_args(p: argparse.ArgumentParser):
     p.add_argument("--max-length", type=int, default=128, help="tokens per text (default 128)")
     p.add_argument("--drop-invalid", action="store_true", help="skip malformed rows instead of failing")
 
+def check_checkpoint_dir(path: str) -> Path:
+    "`path` if it is a checkpoint folder (with `config.json`); a `ModelError` saying what is wrong otherwise."
+    p = Path(path).expanduser()
+    if not p.exists(): raise ModelError(f"{p}: no such checkpoint folder (the trainer writes OUT/best/ and OUT/last/)")
+    if not (p/"config.json").is_file(): raise ModelError(f"{p}: not a checkpoint folder: no config.json")
+    return p
+
 def run_eval(args) -> int:
-    if "WORLD_SIZE" not in os.environ: load_source(args.data, "test", args.drop_invalid); load_model(args.checkpoint)
+    "`distrinews eval`: the exact metrics of a checkpoint on a data source, as one JSON line."
+    check_checkpoint_dir(args.checkpoint)
+    if "WORLD_SIZE" not in os.environ:
+        load_source(args.data, "test", args.drop_invalid)
+        load_model(args.checkpoint)
     m = launch_fn(evaluate_checkpoint, (args.checkpoint, args.data, args.batch_size, args.max_length, args.drop_invalid), args.nproc)
     if int(os.environ.get("RANK", 0)) == 0: print(json.dumps(m))
     return 0
 
-# %% ../nbs/04_trainer.ipynb #874e6f0d
+# %% ../nbs/04_trainer.ipynb #708bc6a2
+def _main(argv: list[str] | None = None) -> int:
+    "`python -m distrinews.train ...`: the `train` command, with its errors as one line (exit code 2)."
+    p = argparse.ArgumentParser(prog="distrinews train", description="fine-tune a classifier (also under torchrun)")
+    add_train_args(p)
+    args = p.parse_args(argv)
+    try: return run_train(args) or 0
+    except DistrinewsError as e:
+        print(f"distrinews train: error: {e}", file=sys.stderr)
+        return 2
+
+# %% ../nbs/04_trainer.ipynb #1e700e72
 #| eval: false
-if __name__ == "__main__":
-    from distrinews.cli import main
-    raise SystemExit(main(["train", *sys.argv[1:]]))
+if __name__ == "__main__": raise SystemExit(_main())

@@ -14,3 +14,35 @@ class ParamHash(Callback):
 
 def train_with_param_hash(cfg):
     return train(cfg, callbacks=[ParamHash()], progress=False)
+
+
+class FailOnRank(Callback):
+    "Raise on rank `rank` at its `at`-th log event (a failure that happens on one rank only)."
+    def __init__(self, rank: int = 1, at: int = 2): self.rank, self.at, self.n = rank, at, 0
+    def on_train_begin(self, state, info): self.env = info["env"]
+    def on_log(self, state, logs):
+        self.n += 1
+        if self.env.rank == self.rank and self.n == self.at: raise RuntimeError(f"injected failure on rank {self.rank}")
+
+
+def train_failing_on_rank1(cfg):
+    "`train` with a callback that raises on rank 1 only (ranks 0 and 1 both log: the callback is added on every rank)."
+    return train(cfg, callbacks=[FailOnRank()], progress=False)
+
+
+# Put this folder's `failing_site/` first on PYTHONPATH and every Python process (the CLI, torchrun's workers)
+# imports its `sitecustomize.py`, which makes rank 1 raise at its 3rd optimizer step: a rank-only failure
+# without a test hook in the package.
+SITECUSTOMIZE = '''
+import os
+if os.environ.get("DISTRINEWS_FAIL_RANK"):
+    import torch.distributed as dist
+    import distrinews.train as t
+    _orig, _n = t.optimizer_step, [0]
+    def optimizer_step(*args, **kw):
+        _n[0] += 1
+        if dist.is_initialized() and dist.get_rank() == int(os.environ["DISTRINEWS_FAIL_RANK"]) and _n[0] == 3:
+            raise RuntimeError("injected failure at step 3")
+        return _orig(*args, **kw)
+    t.optimizer_step = optimizer_step
+'''

@@ -12,8 +12,8 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from distrinews import api
-from distrinews.api import (BODY_TIMEOUT_S, MAX_BODY, MAX_CHARS, MAX_TEXTS, QUEUE_TEXTS, add_serve_args, create_app,
-                            naive_app, run_serve)
+from distrinews.api import BODY_TIMEOUT_S, MAX_BODY, MAX_CHARS, MAX_TEXTS, QUEUE_TEXTS, create_app, naive_app, run_serve
+from distrinews.cli import add_serve_args
 from distrinews.config import LABELS
 from distrinews.loader import ModelLoader
 from distrinews.train import tiny_checkpoint
@@ -476,7 +476,9 @@ def test_half_sent_body_gets_408_and_closed_client_logs_nothing(loader):
 # ---------------------------------------------------------------- distrinews serve: flags checked before anything starts
 
 def _serve_args(*argv):
-    return add_serve_args(argparse.ArgumentParser()).parse_args(list(argv))
+    parser = argparse.ArgumentParser()
+    add_serve_args(parser)                     # the flags as `distrinews serve` defines them (08_cli)
+    return parser.parse_args(list(argv))
 
 
 def test_serve_refuses_bad_and_busy_ports(capsys, tmp_path):

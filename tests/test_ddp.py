@@ -1,0 +1,98 @@
+"""DDP utilities without a GPU: device binding with a faked GPU count, the fork guard, no collective on error paths."""
+import pytest
+import torch
+import torch.distributed as dist
+
+import distrinews.ddp as ddp
+from distrinews.ddp import abort_distributed, check_can_fork, cleanup_distributed, default_nproc, main_process_first, setup_distributed
+
+
+@pytest.fixture
+def fake_gpus(monkeypatch):
+    "Pretend this machine has `n` GPUs; record set_device / init_process_group calls instead of running them."
+    calls = {"set_device": [], "init": []}
+    def with_n(n, **env):
+        for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"): monkeypatch.delenv(k, raising=False)
+        for k, v in env.items(): monkeypatch.setenv(k, str(v))
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+        monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls["set_device"].append(d))
+        monkeypatch.setattr(torch, "set_num_threads", lambda n: None)     # leave the test process's threads alone
+        monkeypatch.setattr(dist, "is_initialized", lambda: False)
+        monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: calls["init"].append((backend, kw["rank"], kw["world_size"])))
+        return calls
+    return with_n
+
+
+def test_one_gpu_per_process_binds_cuda_local_rank_and_nccl(fake_gpus):
+    calls = fake_gpus(2, RANK=1, WORLD_SIZE=2, LOCAL_RANK=1, LOCAL_WORLD_SIZE=2)
+    env = setup_distributed()
+    assert (env.device, env.backend, env.rank, env.world_size) == (torch.device("cuda", 1), "nccl", 1, 2)
+    assert calls["set_device"] == [torch.device("cuda", 1)] and calls["init"] == [("nccl", 1, 2)]
+
+
+def test_more_processes_than_gpus_says_so_and_uses_gloo(fake_gpus, capsys):
+    calls = fake_gpus(1, RANK=0, WORLD_SIZE=2, LOCAL_RANK=0, LOCAL_WORLD_SIZE=2)
+    env = setup_distributed()
+    assert (env.device.type, env.backend) == ("cpu", "gloo")
+    assert calls["set_device"] == [] and calls["init"] == [("gloo", 0, 2)]
+    out = capsys.readouterr().out
+    assert "2 processes but 1 GPU(s)" in out and "gloo" in out and "share" not in out
+
+
+def test_local_world_size_unset_does_not_fall_back_to_world_size(fake_gpus):
+    # a 2-node job with 2 GPUs per node, launched without LOCAL_WORLD_SIZE: WORLD_SIZE (4) counts both nodes
+    calls = fake_gpus(2, RANK=3, WORLD_SIZE=4, LOCAL_RANK=1)
+    env = setup_distributed()
+    assert (env.device, env.backend) == (torch.device("cuda", 1), "nccl")
+    assert calls["init"] == [("nccl", 3, 4)]
+
+
+def test_no_gpu_single_process_forms_no_group(fake_gpus):
+    calls = fake_gpus(0)
+    env = setup_distributed()
+    assert (env.device.type, env.backend, env.world_size) == ("cpu", None, 1) and calls["init"] == []
+
+
+def test_check_can_fork_stops_with_the_fix_when_cuda_is_initialized(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    with pytest.raises(RuntimeError, match="restart the kernel and run the launch cell first"): check_can_fork()
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    check_can_fork()
+
+
+@pytest.mark.parametrize("gpus,nproc", [(0, 2), (1, 1), (2, 2), (4, 4)])
+def test_default_nproc_is_one_per_gpu_or_two_on_cpu(monkeypatch, gpus, nproc):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    assert default_nproc() == nproc
+
+
+@pytest.fixture
+def fake_group(monkeypatch):
+    "A pretend 2-rank group on rank 0 that records barrier/destroy calls."
+    calls = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda *a: 0)
+    monkeypatch.setattr(dist, "get_world_size", lambda *a: 2)
+    monkeypatch.setattr(dist, "barrier", lambda *a, **k: calls.append("barrier"))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda *a: calls.append("destroy"))
+    return calls
+
+
+def test_main_process_first_has_no_barrier_on_the_error_path(fake_group):
+    with pytest.raises(ValueError):
+        with main_process_first(): raise ValueError("bad data on rank 0")
+    assert fake_group == []                      # before: rank 0 waited at a barrier the others never reach
+    with main_process_first(): pass
+    assert fake_group == ["barrier"]
+
+
+def test_abort_has_no_collective(fake_group, monkeypatch):
+    monkeypatch.setattr(dist, "get_backend", lambda *a: "gloo")
+    abort_distributed()
+    assert fake_group == []                      # gloo: the process's exit closes the connections
+    monkeypatch.setattr(dist, "get_backend", lambda *a: "nccl")
+    monkeypatch.setattr(dist.distributed_c10d, "_abort_process_group", lambda *a: fake_group.append("abort"))
+    abort_distributed()
+    assert fake_group == ["abort"]
+    cleanup_distributed()                        # the success path: barrier, then leave
+    assert fake_group == ["abort", "barrier", "destroy"]
