@@ -26,7 +26,7 @@ __all__ = ['BENCHMARKS', 'NEEDS', 'PEAK_TFLOPS', 'HEADLINES', 'versions', 'hardw
            'held_out_texts', 'make_run_id', 'write_results', 'load_results', 'plot_train_throughput', 'plot_scaling',
            'plot_accuracy', 'plot_serving', 'plot_lengths', 'plot_results', 'train_table', 'serve_table',
            'lengths_table', 'projection_table', 'results_table', 'write_readme', 'bench_meta', 'run_benchmarks',
-           'default_world_sizes', 'add_bench_args', 'run_bench']
+           'default_world_sizes', 'run_bench']
 
 # %% ../nbs/07_benchmarks.ipynb #0682ee1f
 def versions() -> dict:
@@ -773,22 +773,6 @@ def default_world_sizes(hw: dict | None = None) -> tuple[int, ...]:
     hw = hw or describe_hardware()
     if hw["kind"] != "gpu": return (1, 2)
     return (1, hw["count"]) if hw["count"] > 1 else (1,)
-
-def add_bench_args(p: argparse.ArgumentParser):
-    "The flags of `distrinews bench`."
-    from distrinews.config import add_config_args
-    add_config_args(p, only=["model", "data", "eval_data", "val_fraction", "max_train_samples", "max_length", "epochs",
-                             "max_steps", "batch_size", "eval_batch_size", "lr", "precision", "seed", "eval_every", "dropout"])
-    p.add_argument("--what", default="train,lengths,serve", help="comma list of train, lengths, serve (default: all)")
-    p.add_argument("--precisions", default=None,
-                   help="comma list of training precisions (default: fp32 + bf16 on native-bf16 CPUs, the GPU's mixed precision on GPUs)")
-    p.add_argument("--world-sizes", default=None, help="comma list (default: 1 and the number of GPUs, or 1,2 on CPU)")
-    p.add_argument("--lengths", default="64,128,256,512", help="sequence lengths for the cost curve")
-    p.add_argument("--serve-requests", type=int, default=400, help="requests per concurrency level")
-    p.add_argument("--serve-dtypes", default="fp32,auto", help="distrinews serving precisions (default: fp32,auto)")
-    p.add_argument("--checkpoint", default=None, help="checkpoint to serve (default: the 1-process training run's best/)")
-    p.add_argument("--out", default="benchmarks", help="folder for results/, plots/ and README.md")
-    p.add_argument("--run-id", default=None)
 
 def run_bench(args) -> int:
     "`distrinews bench`: run the benchmarks, print the tables."

@@ -124,9 +124,9 @@ def _validate(c: Config) -> None:
 PRESETS: dict[str, dict] = {
     "quick": dict(model="tiny", data="synthetic:2000", max_length=64, epochs=3, batch_size=32, lr=2e-3,
                   warmup_ratio=0.1, precision="fp32", nproc=2, log_every=5, output="runs/quick"),
-    "kaggle-2xt4": dict(model="distilbert-base-uncased", data="ag_news", max_length=128, epochs=2,
+    "kaggle-2xt4": dict(model="distilbert-base-uncased", data="ag_news", eval_data="ag_news", max_length=128, epochs=2,
                         batch_size=32, lr=5e-5, precision="fp16", nproc=2, output="runs/kaggle-2xt4"),
-    "colab-1gpu": dict(model="distilbert-base-uncased", data="ag_news", max_length=128, epochs=2,
+    "colab-1gpu": dict(model="distilbert-base-uncased", data="ag_news", eval_data="ag_news", max_length=128, epochs=2,
                        batch_size=64, lr=5e-5, precision="auto", nproc=1, output="runs/colab-1gpu"),
 }
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_ddp.ipynb #a4b46828
 from __future__ import annotations
-import contextlib, datetime, json, os, random, resource, socket
+import contextlib, datetime, json, os, random, resource, socket, time
 from dataclasses import dataclass
 import torch
 import torch.distributed as dist
@@ -12,8 +12,8 @@ import torch.distributed as dist
 # %% auto #0
 __all__ = ['DistEnv', 'setup_distributed', 'cleanup_distributed', 'abort_distributed', 'get_rank', 'get_world_size', 'rank_print',
            'all_reduce_mean', 'all_reduce_sum', 'all_reduce_max', 'barrier', 'main_process_first', 'seed_everything',
-           'check_can_fork', 'default_nproc', 'gather_eval', 'classification_metrics', 'describe_hardware', 'free_port',
-           'peak_mem_mb']
+           'check_can_fork', 'default_nproc', 'gather_eval', 'classification_metrics', 'describe_hardware',
+           'cpu_has_native_bf16', 'free_port', 'peak_mem_mb']
 
 # %% ../nbs/03_ddp.ipynb #7f1add72
 @dataclass
@@ -59,6 +59,10 @@ def cleanup_distributed() -> None:
     "Leave the process group after a barrier, so no rank exits while others still talk to it (the success path)."
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+        # gloo's worker threads free the last collectives' tensors after the ranks have moved on, and freeing a
+        # tensor seen by Python needs the GIL. The group's destructor joins those threads while holding the GIL
+        # (here, or later when DDP's reducer lets go of the group): give them a moment without it, or both wait forever.
+        time.sleep(0.05)
         dist.destroy_process_group()
 
 def abort_distributed() -> None:
@@ -195,6 +199,11 @@ def describe_hardware() -> dict:
                 break
     except OSError: pass
     return dict(kind="cpu", count=0, name=cpu, cpu_cores=os.cpu_count())
+
+# %% ../nbs/03_ddp.ipynb #47554646
+def cpu_has_native_bf16() -> bool:
+    "Whether this CPU computes bf16 dot products natively (AVX512-BF16 or AMX tiles)."
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 # %% ../nbs/03_ddp.ipynb #3abf9667
 def free_port() -> int:

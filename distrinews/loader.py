@@ -14,8 +14,8 @@ from .model import ModelError
 
 # %% auto #0
 __all__ = ['PICKLE_SUFFIXES', 'DTYPES', 'CHARS_PER_TOKEN', 'check_checkpoint', 'available_cpus', 'cpu_threads', 'pick_device',
-           'cpu_has_native_bf16', 'resolve_dtype', 'quantize_int8', 'cast_model', 'length_batches', 'check_texts',
-           'clip_text', 'ModelLoader', 'evaluate_texts', 'predict_widget', 'run_predict']
+           'resolve_dtype', 'quantize_int8', 'cast_model', 'length_batches', 'check_texts', 'clip_text', 'ModelLoader',
+           'evaluate_texts', 'predict_widget', 'run_predict']
 
 # %% ../nbs/05_loader.ipynb #9f50e7f5
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -66,9 +66,7 @@ def pick_device(device: str | None = None) -> torch.device:
 # %% ../nbs/05_loader.ipynb #dfe1acd8
 DTYPES = ("auto", "fp32", "bf16", "fp16", "int8")
 
-def cpu_has_native_bf16() -> bool:
-    "Whether this CPU computes bf16 dot products natively (AVX512-BF16 or AMX tiles)."
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+from .ddp import cpu_has_native_bf16   # defined in 03_ddp (the trainer asks it too); re-exported here
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:
     "`dtype` with `auto` resolved for `device`: bf16 on native-bf16 CPUs and bf16 GPUs, fp16 on other GPUs, fp32 otherwise."

@@ -5,7 +5,7 @@
 # %% ../nbs/04_trainer.ipynb #209e9fe9
 from __future__ import annotations
 import argparse, contextlib, json, logging, math, os, random, shutil, sys, tempfile, time, uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 import torch
 import torch.distributed as dist
@@ -18,27 +18,42 @@ from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 from .config import Config, ConfigError, DistrinewsError, LABELS, add_config_args, config_from_args, load_config
 from .data import DataError, LengthGroupedBatchSampler, load_source, make_collator, tokenize, train_val_split
-from .ddp import (DistEnv, abort_distributed, all_reduce_max, all_reduce_mean, all_reduce_sum, barrier, classification_metrics, cleanup_distributed,
+from .ddp import (DistEnv, abort_distributed, cpu_has_native_bf16, all_reduce_max, all_reduce_mean, all_reduce_sum, barrier, classification_metrics, cleanup_distributed,
                             describe_hardware, free_port, gather_eval, main_process_first, peak_mem_mb, rank_print,
                             seed_everything, setup_distributed)
 from .model import ModelError, load_model, save_model, unwrap
 
 # %% auto #0
-__all__ = ['RESULTS', 'BROKEN_COLLECTIVE', 'resolve_precision', 'autocast_for', 'make_loader', 'evaluate', 'TrainState',
-           'Callback', 'JsonlLogger', 'TensorBoardLogger', 'ProgressBar', 'EarlyStopping', 'atomic_dir_write',
-           'find_checkpoint', 'save_training_state', 'load_training_state', 'backoff', 'fit_batch_size', 'Run',
-           'check_output', 'start_run', 'check_resume', 'check_split', 'build_datasets', 'build_model_and_data',
-           'build_optimizer', 'attach_callbacks', 'accumulation_window', 'accumulation_groups', 'micro_step',
-           'optimizer_step', 'evaluate_and_keep_best', 'log_step', 'after_step', 'fit', 'finish', 'train',
+__all__ = ['RESULTS', 'BROKEN_COLLECTIVE', 'choose_precision', 'resolve_precision', 'autocast_for', 'make_loader', 'evaluate',
+           'TrainState', 'Callback', 'JsonlLogger', 'TensorBoardLogger', 'ProgressBar', 'EarlyStopping',
+           'atomic_dir_write', 'find_checkpoint', 'save_training_state', 'load_training_state', 'OutOfMemory',
+           'out_of_memory', 'backoff', 'fit_batch_size', 'Run', 'check_output', 'start_run', 'check_resume',
+           'check_split', 'build_datasets', 'build_model_and_data', 'build_optimizer', 'attach_callbacks',
+           'accumulation_window', 'accumulation_groups', 'micro_step', 'optimizer_step', 'evaluate_and_keep_best',
+           'log_step', 'after_step', 'fit', 'train_flops_per_token', 'measure_peak_flops', 'finish', 'train',
            'tiny_checkpoint', 'RankFailed', 'launch_fn', 'launch', 'evaluate_checkpoint', 'add_train_args', 'preflight',
            'run_train', 'add_eval_args', 'check_checkpoint_dir', 'run_eval']
 
 # %% ../nbs/04_trainer.ipynb #f6ac0163
+def choose_precision(precision: str,       # fp32, fp16, bf16 or auto
+                     device: torch.device,  # where the run computes
+                    ) -> tuple[str, str]:
+    "(the concrete precision `fp32`, `fp16` or `bf16` that `precision` means on `device`, why; with a warning when it will be slow)."
+    if precision != "auto":
+        why = "asked for"
+        if device.type == "cpu" and precision == "fp16": why += "; slow: CPUs have no fp16 matmul units, autocast emulates them"
+        if device.type == "cpu" and precision == "bf16" and not cpu_has_native_bf16():
+            why += "; slow: this CPU has no native bf16 (AVX512-BF16/AMX), it is emulated"
+        return precision, why
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported(including_emulation=False): return "bf16", "auto: this GPU has native bf16"
+        return "fp16", "auto: this GPU has no native bf16, fp16 with loss scaling"
+    if device.type == "cpu" and cpu_has_native_bf16(): return "bf16", "auto: this CPU has native bf16 (AVX512-BF16 or AMX)"
+    return "fp32", f"auto: no native bf16 on this {device.type}"
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     "The concrete precision (`fp32`, `fp16` or `bf16`) that `precision` means on `device`."
-    if precision != "auto": return precision
-    if device.type != "cuda": return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+    return choose_precision(precision, device)[0]
 
 def autocast_for(precision: str, device: torch.device):
     "The autocast context for `precision` (a no-op for fp32)."
@@ -97,6 +112,7 @@ class TrainState:
     best_step: int = 0
     bad_evals: int = 0
     should_stop: bool = False
+    skipped_steps: int = 0         # optimizer steps skipped by the fp16 scaler (inf/nan gradients)
 
 class Callback:
     "Base class: override the events you need. `info` holds the `model`, the `env` and the `output` folder."
@@ -226,6 +242,15 @@ def load_training_state(run: Run) -> TrainState:
     return TrainState(**{k: v for k, v in run.saved.items() if k in TrainState.__dataclass_fields__})
 
 # %% ../nbs/04_trainer.ipynb #95913bfc
+class OutOfMemory(DistrinewsError):
+    "Training ran out of GPU memory after the probe; the message says what to lower."
+
+def out_of_memory(run, step: int) -> OutOfMemory:
+    "The one-line error for an out-of-memory at optimizer step `step` of `run`."
+    return OutOfMemory(f"out of memory at step {step} (per-device batch {run.bs} x up to {run.cfg.max_length} tokens, "
+                       f"{run.precision}, rank {run.env.rank}): lower --batch-size (raise --grad-accum to keep the "
+                       f"global batch) or --max-length, or add --grad-checkpointing")
+
 def backoff(bs: int, per_device: int) -> tuple[int, int]:
     "The next (per-device batch, accumulation) after an out-of-memory at batch `bs`, for `per_device` rows per step."
     bs = max(1, bs // 2)
@@ -246,12 +271,20 @@ def _probe(model, bs: int, max_len: int, env: DistEnv, precision: str) -> bool:
         model.zero_grad(set_to_none=True)
         torch.cuda.empty_cache()
 
-def fit_batch_size(model, cfg: Config, env: DistEnv, max_len: int, precision: str) -> tuple[int, int]:
+def fit_batch_size(model,               # the model, not yet wrapped in DDP
+                   cfg: Config,         # asks for `batch_size` x `grad_accum` rows per device and step
+                   env: DistEnv,        # every rank must call this: they agree through an all-reduce
+                   max_len: int,        # the longest sequence in the data
+                   precision: str,      # the resolved precision
+                   probe=None,          # `probe(model, bs, max_len, env, precision) -> bool`; default `_probe`, on GPUs only
+                  ) -> tuple[int, int]:
     "Largest per-device batch <= cfg.batch_size (halving; accumulation ceil(asked/batch)) whose worst case fits in GPU memory."
     bs, accum = cfg.batch_size, cfg.grad_accum
-    if env.device.type != "cuda": return bs, accum
+    if probe is None:
+        if env.device.type != "cuda": return bs, accum   # a CPU swaps instead of failing: nothing to probe
+        probe = _probe
     per_device = bs * accum
-    while all_reduce_mean(float(_probe(model, bs, max_len, env, precision)), env.device) < 1.0:   # any rank failed
+    while all_reduce_mean(float(probe(model, bs, max_len, env, precision)), env.device) < 1.0:   # any rank failed
         if bs == 1: raise RuntimeError(f"batch_size: even 1 sequence of {max_len} tokens does not fit in GPU memory; lower max_length")
         bs, accum = backoff(bs, per_device)
         rank_print(f"out of memory at batch {bs * 2} x {max_len} tokens: per-device batch {bs} x grad_accum {accum}, "
@@ -288,6 +321,7 @@ class Run:
     env: DistEnv
     out: Path                                  # the output folder
     precision: str = "fp32"                    # resolved: fp32, fp16 or bf16
+    precision_reason: str = ""                 # why that precision (auto's choice, or asked for)
     resume_from: Path | None = None            # `last/` to resume from, if any
     saved: dict = field(default_factory=dict)  # its trainer_state.json
     model: torch.nn.Module | None = None       # wrapped in DDP (and compiled) when asked
@@ -330,7 +364,7 @@ def start_run(cfg: Config, env: DistEnv) -> Run:
     "Step 1: check the output folder, resolve the precision, read and check `last/` when resuming."
     check_output(cfg)
     if cfg.resume and cfg.lora: raise ConfigError("resume: resuming LoRA runs is not supported")
-    run = Run(cfg, env, Path(cfg.output), resolve_precision(cfg.precision, env.device))
+    run = Run(cfg, env, Path(cfg.output), *choose_precision(cfg.precision, env.device))
     if cfg.overwrite and not cfg.resume and env.is_main:
         _remove_results(run.out)
     run.out.mkdir(parents=True, exist_ok=True)
@@ -338,7 +372,7 @@ def start_run(cfg: Config, env: DistEnv) -> Run:
     if cfg.resume and run.resume_from is None: rank_print(f"resume: no checkpoint in {run.out/'last'}, starting from scratch")
     if run.resume_from is not None: run.saved = check_resume(run.resume_from, cfg, env, run.precision)
     rank_print(f"distrinews: {env.world_size} process(es) on {env.device.type} ({env.backend or 'no process group'}), "
-               f"precision {run.precision}, model {cfg.model}, data {cfg.data}")
+               f"precision {run.precision} ({run.precision_reason}), model {cfg.model}, data {cfg.data}")
     return run
 
 def check_resume(last: Path, cfg: Config, env: DistEnv, precision: str) -> dict:
@@ -532,13 +566,49 @@ def fit(run: Run) -> None:
         run.train_dl.batch_sampler.set_epoch(state.epoch, skip=state.batches_done)
         for group in accumulation_groups(run.train_dl, state.batches_done, run.accum, run.micro_per_epoch):
             rows = sum(len(b["labels"]) for b in group)
-            for j, b in enumerate(group):
-                micro_step(run, b, rows, sync=j == len(group) - 1)   # all-reduce on the window's last micro-batch
+            try:
+                for j, b in enumerate(group):
+                    micro_step(run, b, rows, sync=j == len(group) - 1)   # all-reduce on the window's last micro-batch
+                stepped = optimizer_step(run.model, run.opt, run.sched, run.scaler, run.cfg.max_grad_norm)
+            except torch.cuda.OutOfMemoryError: raise out_of_memory(run, state.global_step + 1) from None
             state.batches_done += len(group)
-            optimizer_step(run.model, run.opt, run.sched, run.scaler, run.cfg.max_grad_norm)
+            state.skipped_steps += not stepped                          # fp16 overflow: no update, no schedule step
             state.global_step += 1
             run.meter["loss_n"] += 1
             if after_step(run): return
+
+# %% ../nbs/04_trainer.ipynb #fe910bbb
+def _arch(model) -> tuple[int, int]:
+    "(layers, hidden size) from a transformers model's config (BERT-style or DistilBERT-style names)."
+    c = unwrap(model).config
+    return (getattr(c, "num_hidden_layers", None) or getattr(c, "n_layers")), (getattr(c, "hidden_size", None) or getattr(c, "dim"))
+
+def train_flops_per_token(model,         # a transformers encoder (plain, DDP or compiled)
+                          seq_len: float,  # mean tokens per sequence
+                         ) -> float:
+    "Training (forward + backward) FLOPs per token: 6 x non-embedding weights + 12 x layers x hidden x seq_len."
+    n = sum(p.numel() for name, p in unwrap(model).named_parameters() if "embeddings" not in name)
+    layers, hidden = _arch(model)
+    return 6 * n + 12 * layers * hidden * seq_len
+
+def measure_peak_flops(device: torch.device,  # where to time it
+                       precision: str,        # fp32, fp16 or bf16: the matmul's dtype
+                       n: int = 512,          # matrix size (larger on a GPU)
+                       reps: int = 4,
+                      ) -> float:
+    "FLOP/s of an `n` x `n` matmul in `precision` (or fp32, if faster) on `device`: this process's achievable peak."
+    n = 4096 if device.type == "cuda" else n
+    best = 0.0
+    for dtype in {precision: None, "fp32": None}:   # autocast may keep ops in fp32; emulated fp16 is slower than fp32
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+        a, b = (torch.randn(n, n).to(device, dtype) for _ in range(2))   # drawn on the CPU: `finish` forks only its RNG
+        a @ b                                                            # warm-up (kernel choice, caches)
+        if device.type == "cuda": torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(reps): a @ b
+        if device.type == "cuda": torch.cuda.synchronize()
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0))
+    return best
 
 # %% ../nbs/04_trainer.ipynb #49d60425
 def finish(run: Run) -> dict:
@@ -546,15 +616,21 @@ def finish(run: Run) -> dict:
     cfg, env, state, m = run.cfg, run.env, run.state, run.meter
     final = run.last_eval["metrics"] if run.last_eval.get("step") == state.global_step else evaluate_and_keep_best(run)
     train_time = max(m["train_time"], 1e-9)
+    tokens_per_s, samples = all_reduce_sum(m["tokens"]) / train_time, all_reduce_sum(m["samples"])
+    flops_per_token = train_flops_per_token(run.model, all_reduce_sum(m["tokens"]) / max(samples, 1))
+    with torch.random.fork_rng(devices=[]):   # the training RNG stays as it was
+        peak = all_reduce_sum(measure_peak_flops(env.device, run.precision))
     summary = dict(preset=cfg.preset, world_size=env.world_size, device=env.device.type, hardware=describe_hardware(), precision=run.precision,
+                   precision_reason=run.precision_reason,
                    model=cfg.model, data=cfg.data, global_step=state.global_step, epochs_done=state.epoch,
                    per_device_batch=run.bs, grad_accum=run.accum, global_batch=run.bs * run.accum * env.world_size,
                    train_samples_per_s=all_reduce_sum(m["samples"]) / train_time,
-                   train_tokens_per_s=all_reduce_sum(m["tokens"]) / train_time, train_s=m["train_time"],
+                   train_tokens_per_s=tokens_per_s, train_s=m["train_time"],
+                   flops_per_token=flops_per_token, peak_flops=peak, mfu=flops_per_token * tokens_per_s / peak,
                    wall_s=time.perf_counter() - run.t_start, peak_mem_mb=all_reduce_max(peak_mem_mb(env.device)),
                    eval={k: final[k] for k in ("accuracy", "precision", "recall", "macro_f1", "loss", "n")},
                    confusion=final["confusion"], best={"metric": cfg.best_metric, "value": state.best_value, "step": state.best_step},
-                   stopped_early=state.should_stop, config=asdict(cfg))
+                   skipped_steps=state.skipped_steps, stopped_early=state.should_stop, config=asdict(cfg))
     if env.is_main: (run.out/"summary.json").write_text(json.dumps(summary, indent=1))
     for cb in run.callbacks: cb.on_train_end(state, summary)
     return summary
@@ -598,8 +674,6 @@ def tiny_checkpoint(path: str | Path,  # where the checkpoint folder goes (creat
     finally: torch.set_num_threads(threads)   # setup_distributed may have changed it
 
 # %% ../nbs/04_trainer.ipynb #0e8429fc
-_free_port, _peak_mem_mb = free_port, peak_mem_mb   # old private names, until api/bench use ddp.free_port/peak_mem_mb
-
 class RankFailed(DistrinewsError):
     "A launched rank failed; the message names the rank and its error."
 
