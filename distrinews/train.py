@@ -26,13 +26,12 @@ from .model import ModelError, load_model, save_model, unwrap
 # %% auto #0
 __all__ = ['RESULTS', 'BROKEN_COLLECTIVE', 'choose_precision', 'resolve_precision', 'autocast_for', 'make_loader', 'evaluate',
            'TrainState', 'Callback', 'JsonlLogger', 'TensorBoardLogger', 'ProgressBar', 'EarlyStopping',
-           'atomic_dir_write', 'find_checkpoint', 'save_training_state', 'load_training_state', 'OutOfMemory',
-           'out_of_memory', 'backoff', 'fit_batch_size', 'Run', 'check_output', 'start_run', 'check_resume',
-           'check_split', 'build_datasets', 'build_model_and_data', 'build_optimizer', 'attach_callbacks',
-           'accumulation_window', 'accumulation_groups', 'micro_step', 'optimizer_step', 'evaluate_and_keep_best',
-           'log_step', 'after_step', 'fit', 'train_flops_per_token', 'measure_peak_flops', 'finish', 'train',
-           'tiny_checkpoint', 'RankFailed', 'launch_fn', 'launch', 'evaluate_checkpoint', 'add_train_args', 'preflight',
-           'run_train', 'add_eval_args', 'check_checkpoint_dir', 'run_eval']
+           'atomic_dir_write', 'find_checkpoint', 'OutOfMemory', 'out_of_memory', 'backoff', 'fit_batch_size', 'Run',
+           'save_training_state', 'load_training_state', 'check_output', 'start_run', 'check_resume', 'check_split',
+           'build_datasets', 'build_model_and_data', 'build_optimizer', 'attach_callbacks', 'accumulation_window',
+           'accumulation_groups', 'micro_step', 'optimizer_step', 'evaluate_and_keep_best', 'log_step', 'after_step',
+           'fit', 'train_flops_per_token', 'measure_peak_flops', 'finish', 'train', 'tiny_checkpoint', 'RankFailed',
+           'launch_fn', 'launch', 'evaluate_checkpoint', 'preflight', 'run_train', 'check_checkpoint_dir', 'run_eval']
 
 # %% ../nbs/04_trainer.ipynb #f6ac0163
 def choose_precision(precision: str,       # fp32, fp16, bf16 or auto
@@ -200,47 +199,6 @@ def find_checkpoint(path: Path, need_state: bool = False) -> Path | None:
         if all((p/f).is_file() for f in need): return p
     return None
 
-# %% ../nbs/04_trainer.ipynb #3194b999
-def _rng_state() -> dict:
-    "Python's and torch's random generator states (CUDA too where there is one)."
-    s = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available(): s["cuda"] = torch.cuda.get_rng_state()
-    return s
-
-def _set_rng_state(s: dict) -> None:
-    "Restore what `_rng_state` returned (JSON-free, through `torch.load(weights_only=True)`)."
-    v = s["python"]
-    random.setstate((v[0], tuple(v[1]), v[2]))
-    torch.set_rng_state(s["torch"])
-    if "cuda" in s and torch.cuda.is_available(): torch.cuda.set_rng_state(s["cuda"])
-
-def save_training_state(run: Run) -> None:
-    "Write `out/last/` atomically from rank 0 with everything needed to resume exactly; all ranks must call it."
-    env = run.env
-    rngs = [None] * env.world_size
-    if env.distributed: dist.all_gather_object(rngs, _rng_state())
-    else: rngs = [_rng_state()]
-    meta = {**asdict(run.state), "world_size": env.world_size, "precision": run.precision,
-            "per_device_batch": run.bs, "effective_grad_accum": run.accum, "config": asdict(run.cfg)}
-    def write(tmp: Path):
-        save_model(run.model, run.tok, tmp)
-        torch.save(run.opt.state_dict(), tmp/"optimizer.pt")
-        torch.save({"scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(), "rng": rngs}, tmp/"state.pt")
-        (tmp/"trainer_state.json").write_text(json.dumps(meta, indent=1))
-    if env.is_main: atomic_dir_write(run.out/"last", write)
-    barrier()
-
-def load_training_state(run: Run) -> TrainState:
-    "Restore model weights, optimizer, scheduler, scaler and this rank's RNG from `run.resume_from`; the saved `TrainState`."
-    last, env = run.resume_from, run.env
-    unwrap(run.model).load_state_dict(load_file(str(last/"model.safetensors"), device=str(env.device)))
-    run.opt.load_state_dict(torch.load(last/"optimizer.pt", map_location=env.device, weights_only=True))
-    st = torch.load(last/"state.pt", map_location="cpu", weights_only=True)
-    run.sched.load_state_dict(st["scheduler"])
-    run.scaler.load_state_dict(st["scaler"])
-    _set_rng_state(st["rng"][env.rank])
-    return TrainState(**{k: v for k, v in run.saved.items() if k in TrainState.__dataclass_fields__})
-
 # %% ../nbs/04_trainer.ipynb #95913bfc
 class OutOfMemory(DistrinewsError):
     "Training ran out of GPU memory after the probe; the message says what to lower."
@@ -341,6 +299,47 @@ class Run:
 
     @property
     def micro_per_epoch(self) -> int: return len(self.train_dl.batch_sampler) + self.train_dl.batch_sampler.skip
+
+# %% ../nbs/04_trainer.ipynb #3194b999
+def _rng_state() -> dict:
+    "Python's and torch's random generator states (CUDA too where there is one)."
+    s = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available(): s["cuda"] = torch.cuda.get_rng_state()
+    return s
+
+def _set_rng_state(s: dict) -> None:
+    "Restore what `_rng_state` returned (JSON-free, through `torch.load(weights_only=True)`)."
+    v = s["python"]
+    random.setstate((v[0], tuple(v[1]), v[2]))
+    torch.set_rng_state(s["torch"])
+    if "cuda" in s and torch.cuda.is_available(): torch.cuda.set_rng_state(s["cuda"])
+
+def save_training_state(run: Run) -> None:
+    "Write `out/last/` atomically from rank 0 with everything needed to resume exactly; all ranks must call it."
+    env = run.env
+    rngs = [None] * env.world_size
+    if env.distributed: dist.all_gather_object(rngs, _rng_state())
+    else: rngs = [_rng_state()]
+    meta = {**asdict(run.state), "world_size": env.world_size, "precision": run.precision,
+            "per_device_batch": run.bs, "effective_grad_accum": run.accum, "config": asdict(run.cfg)}
+    def write(tmp: Path):
+        save_model(run.model, run.tok, tmp)
+        torch.save(run.opt.state_dict(), tmp/"optimizer.pt")
+        torch.save({"scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(), "rng": rngs}, tmp/"state.pt")
+        (tmp/"trainer_state.json").write_text(json.dumps(meta, indent=1))
+    if env.is_main: atomic_dir_write(run.out/"last", write)
+    barrier()
+
+def load_training_state(run: Run) -> TrainState:
+    "Restore model weights, optimizer, scheduler, scaler and this rank's RNG from `run.resume_from`; the saved `TrainState`."
+    last, env = run.resume_from, run.env
+    unwrap(run.model).load_state_dict(load_file(str(last/"model.safetensors"), device=str(env.device)))
+    run.opt.load_state_dict(torch.load(last/"optimizer.pt", map_location=env.device, weights_only=True))
+    st = torch.load(last/"state.pt", map_location="cpu", weights_only=True)
+    run.sched.load_state_dict(st["scheduler"])
+    run.scaler.load_state_dict(st["scaler"])
+    _set_rng_state(st["rng"][env.rank])
+    return TrainState(**{k: v for k, v in run.saved.items() if k in TrainState.__dataclass_fields__})
 
 # %% ../nbs/04_trainer.ipynb #897baba6
 RESULTS = ("summary.json", "best", "last", "metrics.jsonl")
@@ -749,10 +748,6 @@ def evaluate_checkpoint(checkpoint: str,         # a model folder (OUT/best or O
     return metrics
 
 # %% ../nbs/04_trainer.ipynb #bc163c47
-def add_train_args(p: argparse.ArgumentParser):
-    "The flags of `distrinews train`: one per `Config` field, and `--config`."
-    add_config_args(p)
-
 def preflight(cfg: Config) -> None:
     "Check, before any process starts, the output folder, that the data loads and splits, and that the model loads."
     check_output(cfg)
@@ -774,15 +769,6 @@ def run_train(args) -> int:
     return 0
 
 # %% ../nbs/04_trainer.ipynb #874e6f0d
-def add_eval_args(p: argparse.ArgumentParser):
-    "The flags of `distrinews eval`."
-    p.add_argument("--checkpoint", required=True, help="a model folder (e.g. runs/quick/best)")
-    p.add_argument("--data", required=True, help="ag_news (test split), synthetic:N or a csv/jsonl/parquet file")
-    p.add_argument("--nproc", type=int, default=1, help="processes (default 1)")
-    p.add_argument("--batch-size", type=int, default=64, help="per process (default 64)")
-    p.add_argument("--max-length", type=int, default=128, help="tokens per text (default 128)")
-    p.add_argument("--drop-invalid", action="store_true", help="skip malformed rows instead of failing")
-
 def check_checkpoint_dir(path: str) -> Path:
     "`path` if it is a checkpoint folder (with `config.json`); a `ModelError` saying what is wrong otherwise."
     p = Path(path).expanduser()
@@ -804,7 +790,7 @@ def run_eval(args) -> int:
 def _main(argv: list[str] | None = None) -> int:
     "`python -m distrinews.train ...`: the `train` command, with its errors as one line (exit code 2)."
     p = argparse.ArgumentParser(prog="distrinews train", description="fine-tune a classifier (also under torchrun)")
-    add_train_args(p)
+    add_config_args(p)        # the flags of `distrinews train`: one per Config field, and --config
     args = p.parse_args(argv)
     try: return run_train(args) or 0
     except DistrinewsError as e:
