@@ -655,7 +655,7 @@ def train(cfg: Config,                           # the run's configuration
     return summary
 
 # %% ../nbs/04_trainer.ipynb #2d050964
-def tiny_checkpoint(path: str | Path,  # where the checkpoint folder goes (created; its parent too)
+def tiny_checkpoint(path: str | Path,  # where the checkpoint folder goes (created, or replaced; its parent too)
                     samples: int = 640,  # synthetic training rows
                     epochs: int = 3,  # passes over them
                     seed: int = 0,  # seed of the run (same seed: same weights)
@@ -668,6 +668,7 @@ def tiny_checkpoint(path: str | Path,  # where the checkpoint folder goes (creat
             train(cfg, progress=False)
             path = Path(path)
             path.parent.mkdir(parents=True, exist_ok=True)
+            if path.exists(): shutil.rmtree(path)   # a fixture: the same seed makes the same checkpoint again
             shutil.move(f"{out}/best", path)
         return path
     finally: torch.set_num_threads(threads)   # setup_distributed may have changed it
