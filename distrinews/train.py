@@ -21,7 +21,7 @@ from .data import DataError, LengthGroupedBatchSampler, load_source, make_collat
 from .ddp import (DistEnv, abort_distributed, cpu_has_native_bf16, all_reduce_max, all_reduce_mean, all_reduce_sum, barrier, classification_metrics, cleanup_distributed,
                             describe_hardware, free_port, gather_eval, main_process_first, peak_mem_mb, rank_print,
                             seed_everything, setup_distributed)
-from .model import ModelError, load_model, save_model, unwrap
+from .model import ModelError, load_model, save_model, unwrap, write_model_card
 
 # %% auto #0
 __all__ = ['RESULTS', 'BROKEN_COLLECTIVE', 'choose_precision', 'resolve_precision', 'autocast_for', 'make_loader', 'evaluate',
@@ -611,7 +611,7 @@ def measure_peak_flops(device: torch.device,  # where to time it
 
 # %% ../nbs/04_trainer.ipynb #49d60425
 def finish(run: Run) -> dict:
-    "Step 8: evaluate the final model (if not just done), write `summary.json` on rank 0, tell the callbacks."
+    "Step 8: evaluate the final model (if not just done), write `summary.json` and the model cards on rank 0, tell the callbacks."
     cfg, env, state, m = run.cfg, run.env, run.state, run.meter
     final = run.last_eval["metrics"] if run.last_eval.get("step") == state.global_step else evaluate_and_keep_best(run)
     train_time = max(m["train_time"], 1e-9)
@@ -630,7 +630,10 @@ def finish(run: Run) -> dict:
                    eval={k: final[k] for k in ("accuracy", "precision", "recall", "macro_f1", "loss", "n")},
                    confusion=final["confusion"], best={"metric": cfg.best_metric, "value": state.best_value, "step": state.best_step},
                    skipped_steps=state.skipped_steps, stopped_early=state.should_stop, config=asdict(cfg))
-    if env.is_main: (run.out/"summary.json").write_text(json.dumps(summary, indent=1))
+    if env.is_main:
+        (run.out/"summary.json").write_text(json.dumps(summary, indent=1))
+        for ck in ("best", "last"):      # each checkpoint says what it is: the model card, from this summary
+            if (run.out/ck).is_dir(): write_model_card(run.out/ck, summary)
     for cb in run.callbacks: cb.on_train_end(state, summary)
     return summary
 

@@ -245,3 +245,19 @@ def test_wheel_carries_the_license(tmp_path):
     whl = next(tmp_path.glob("distrinews-*.whl"))
     names = zipfile.ZipFile(whl).namelist()
     assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names), names
+
+
+def test_a_training_run_writes_cards_whose_numbers_match_its_summary(tmp_path):
+    "The trainer writes README.md (the model card) into best/ and last/, with the numbers of its summary.json."
+    from huggingface_hub import ModelCard
+    from distrinews.config import load_config
+    from distrinews.train import train
+    out = tmp_path/"run"
+    train(load_config("quick", data="synthetic:200", epochs=1, nproc=1, output=str(out), log_every=1000), progress=False)
+    s = json.loads((out/"summary.json").read_text())
+    for ck in ("best", "last"):
+        d = ModelCard.load(out/ck/"README.md").data
+        got = {r.metric_type: r.metric_value for r in d.eval_results}
+        assert got == {"accuracy": s["eval"]["accuracy"], "f1": s["eval"]["macro_f1"],
+                       "precision": s["eval"]["precision"], "recall": s["eval"]["recall"]}, ck
+        assert d.pipeline_tag == "text-classification" and d.library_name == "transformers"
