@@ -615,15 +615,16 @@ def finish(run: Run) -> dict:
     cfg, env, state, m = run.cfg, run.env, run.state, run.meter
     final = run.last_eval["metrics"] if run.last_eval.get("step") == state.global_step else evaluate_and_keep_best(run)
     train_time = max(m["train_time"], 1e-9)
-    tokens_per_s, samples = all_reduce_sum(m["tokens"]) / train_time, all_reduce_sum(m["samples"])
-    flops_per_token = train_flops_per_token(run.model, all_reduce_sum(m["tokens"]) / max(samples, 1))
+    tokens, samples = all_reduce_sum(m["tokens"]), all_reduce_sum(m["samples"])   # over all ranks, once
+    tokens_per_s = tokens / train_time
+    flops_per_token = train_flops_per_token(run.model, tokens / max(samples, 1))
     with torch.random.fork_rng(devices=[]):   # the training RNG stays as it was
         peak = all_reduce_sum(measure_peak_flops(env.device, run.precision))
     summary = dict(preset=cfg.preset, world_size=env.world_size, device=env.device.type, hardware=describe_hardware(), precision=run.precision,
                    precision_reason=run.precision_reason,
                    model=cfg.model, data=cfg.data, global_step=state.global_step, epochs_done=state.epoch,
                    per_device_batch=run.bs, grad_accum=run.accum, global_batch=run.bs * run.accum * env.world_size,
-                   train_samples_per_s=all_reduce_sum(m["samples"]) / train_time,
+                   train_samples_per_s=samples / train_time,
                    train_tokens_per_s=tokens_per_s, train_s=m["train_time"],
                    flops_per_token=flops_per_token, peak_flops=peak, mfu=flops_per_token * tokens_per_s / peak,
                    wall_s=time.perf_counter() - run.t_start, peak_mem_mb=all_reduce_max(peak_mem_mb(env.device)),
