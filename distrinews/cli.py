@@ -318,13 +318,13 @@ def doctor_checks(workdir: Path,            # an empty folder for the run (creat
     from distrinews.ddp import default_nproc
     from distrinews.train import launch_fn
     n, workdir = nproc or default_nproc(), Path(workdir)
+    recs: list[dict] = []             # what each rank wrote
     def launched():
         workdir.mkdir(parents=True, exist_ok=True)
         launch_fn(_doctor_rank, (str(workdir), n), n)
-        recs = [json.loads((workdir/f"rank{r}.json").read_text()) for r in range(n)]
-        return recs
-    recs: list[dict] = []
-    runs = _check("launch", lambda: recs.extend(launched()) or f"{n} processes")
+        recs.extend(json.loads((workdir/f"rank{r}.json").read_text()) for r in range(n))
+        return f"{n} processes"
+    runs = _check("launch", launched)
     def group():
         if not runs["ok"]: raise RuntimeError(f"the processes did not run: {runs['detail']}")
         want = n * (n + 1) / 2
@@ -338,7 +338,6 @@ def doctor_checks(workdir: Path,            # an empty folder for the run (creat
     def round_trip():
         from distrinews.loader import ModelLoader
         from distrinews.model import load_model, save_model
-        from distrinews.cli import DEMO_TEXTS
         if not runs["ok"]: raise RuntimeError("no checkpoint: the training run did not finish")
         best = workdir/"run"/"best"
         save_model(*load_model(str(best)), workdir/"copy")            # load, save again, load the copy
