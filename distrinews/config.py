@@ -10,12 +10,13 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['LABELS', 'PRECISIONS', 'METRICS', 'PRESETS', 'DistrinewsError', 'ConfigError', 'Config', 'auto_preset',
+__all__ = ['LABELS', 'PRECISIONS', 'STRATEGIES', 'METRICS', 'PRESETS', 'DistrinewsError', 'ConfigError', 'Config', 'auto_preset',
            'preset_config', 'load_config', 'save_config', 'add_config_args', 'config_from_args']
 
 # %% ../nbs/00_config.ipynb #9027b5ce
 LABELS: tuple[str, ...] = ("World", "Sports", "Business", "Sci/Tech")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+STRATEGIES = ("ddp", "fsdp")
 METRICS = ("accuracy", "macro_f1", "loss")
 
 # %% ../nbs/00_config.ipynb #3679d50e
@@ -57,6 +58,7 @@ class Config:
     grad_checkpointing: bool = _f(False, "trade compute for memory on big models")
     lora: bool = _f(False, "train LoRA adapters (needs `peft`)")
     compile: bool = _f(False, "torch.compile the model")
+    strategy: str = _f("ddp", "ddp (a full copy of the model per process) | fsdp (weights, gradients and optimizer state sharded over the processes)")
     seed: int = _f(42, "seeds model init, data order and dropout")
     # where and how often
     nproc: int = _f(1, "processes started by `distrinews train` itself")
@@ -111,6 +113,9 @@ def _validate(c: Config) -> None:
     check(c.dropout is None or 0 <= c.dropout < 1, "dropout", "must be in [0, 1)")
     check(c.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
     check(c.best_metric in METRICS, "best_metric", f"must be one of {', '.join(METRICS)}")
+    check(c.strategy in STRATEGIES, "strategy", f"must be one of {', '.join(STRATEGIES)}")
+    check(c.strategy != "fsdp" or not c.lora, "strategy", "fsdp does not train LoRA adapters here (they are small: use ddp)")
+    check(c.strategy != "fsdp" or not c.compile, "strategy", "fsdp with --compile is not supported here; drop --compile")
     for name in ("batch_size", "eval_batch_size", "grad_accum", "nproc", "epochs", "log_every"):
         check(getattr(c, name) >= 1, name, "must be >= 1")
     check(8 <= c.max_length <= 8192, "max_length", "must be in [8, 8192]")
@@ -128,21 +133,28 @@ PRESETS: dict[str, dict] = {
                         batch_size=32, lr=5e-5, precision="fp16", nproc=2, output="runs/kaggle-2xt4"),
     "colab-1gpu": dict(model="distilbert-base-uncased", data="ag_news", eval_data="ag_news", max_length=128, epochs=2,
                        batch_size=64, lr=5e-5, precision="auto", nproc=1, output="runs/colab-1gpu"),
+    # 1.3B parameters: 16 bytes each (fp32 weights + gradients + AdamW's two moments) = 21 GB, more than a T4's 16 GB.
+    # Sharded over 2 T4s: 10.5 GB per GPU (see the FSDP chapter). One micro-batch per step: no unsharded gradients.
+    "kaggle-2xt4-fsdp": dict(model="facebook/opt-1.3b", data="ag_news", eval_data="ag_news", max_length=128, epochs=1,
+                             batch_size=16, eval_batch_size=32, lr=1e-5, precision="fp16", grad_checkpointing=True,
+                             strategy="fsdp", nproc=2, output="runs/kaggle-2xt4-fsdp"),
 }
 
 # %% ../nbs/00_config.ipynb #afc602ac
-def auto_preset() -> tuple[str, int]:
-    "The preset (and process count) for the GPUs here: 2+ GPUs `kaggle-2xt4`, 1 GPU `colab-1gpu`, CPU `quick`."
+def auto_preset(strategy: str | None = None,  # `fsdp` asks for the sharded preset where there are 2+ GPUs
+               ) -> tuple[str, int]:
+    "The preset (and process count) for the GPUs here: 2+ GPUs `kaggle-2xt4` (`-fsdp` if asked), 1 GPU `colab-1gpu`, CPU `quick`."
     import torch                      # here, not at the top: `distrinews --help` must not wait for torch
     n = torch.cuda.device_count()     # asks the driver; creates no CUDA context
     name, nproc = ("kaggle-2xt4", n) if n >= 2 else ("colab-1gpu", 1) if n == 1 else ("quick", 2)
+    if name == "kaggle-2xt4" and strategy == "fsdp": name = "kaggle-2xt4-fsdp"
     print(f"preset auto: {name} ({n} GPU{'s' if n != 1 else ''} here, {nproc} process{'es' if nproc > 1 else ''})")
     return name, nproc
 
-def preset_config(name: str) -> dict:
-    "The fields of preset `name` (`auto` resolved here), with `preset` set to the resolved name."
+def preset_config(name: str, strategy: str | None = None) -> dict:
+    "The fields of preset `name` (`auto` resolved here, for `strategy` if given), with `preset` set to the resolved name."
     if name == "auto":
-        name, nproc = auto_preset()
+        name, nproc = auto_preset(strategy)
         return dict(PRESETS[name], nproc=nproc, preset=name)
     return dict(PRESETS[name], preset=name)
 
@@ -152,7 +164,7 @@ def load_config(source: str | Path | None = None, **overrides) -> Config:
     base: dict = {}
     if source is not None:
         src = str(source)
-        if src in PRESETS or src == "auto": base = preset_config(src)
+        if src in PRESETS or src == "auto": base = preset_config(src, overrides.get("strategy"))
         elif src.endswith((".yaml", ".yml")) or Path(src).is_file():
             p = Path(src)
             if not p.is_file(): raise ConfigError(f"config: file not found: {p}")
@@ -163,7 +175,7 @@ def load_config(source: str | Path | None = None, **overrides) -> Config:
             if pre is not None:
                 if pre not in PRESETS and pre != "auto":
                     raise ConfigError(f"preset: unknown preset {pre!r} in {p}; known: auto, {', '.join(PRESETS)}")
-                base = preset_config(pre)
+                base = preset_config(pre, overrides.get("strategy") or raw.get("strategy"))
             base.update({k.replace("-", "_"): v for k, v in raw.items()})
         else:
             raise ConfigError(f"config: unknown preset {src!r} and no such file; presets: auto, {', '.join(PRESETS)}")

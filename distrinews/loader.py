@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
-from .model import ModelError
+from .model import ModelError, check_not_sharded
 
 # %% auto #0
 __all__ = ['PICKLE_SUFFIXES', 'DTYPES', 'CHARS_PER_TOKEN', 'check_checkpoint', 'available_cpus', 'cpu_threads', 'pick_device',
@@ -28,6 +28,7 @@ def check_checkpoint(path: str | Path) -> Path:
         raise ModelError(f"{p}: a checkpoint is a folder (config.json, model.safetensors, tokenizer files), not a file")
     if not (p/"config.json").is_file(): raise ModelError(f"{p}: not a checkpoint folder: no config.json")
     if (p/"model.safetensors").is_file() or (p/"model.safetensors.index.json").is_file(): return p
+    check_not_sharded(p)
     pickles = sorted(f.name for f in p.iterdir() if f.suffix in PICKLE_SUFFIXES)
     if pickles:
         raise ModelError(

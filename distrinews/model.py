@@ -15,8 +15,8 @@ from .data import AG_NEWS_ID, hub_reachable, offline_mode, tiny_tokenizer
 
 # %% auto #0
 __all__ = ['ID2LABEL', 'LABEL2ID', 'DEFAULT_MODEL', 'BASE_LICENSES', 'CARD_METRICS', 'ModelError', 'tiny_config', 'set_dropout',
-           'load_model', 'unwrap', 'quiet_progress_bars', 'save_model', 'eval_set', 'card_data', 'card_text',
-           'write_model_card']
+           'check_not_sharded', 'load_model', 'unwrap', 'quiet_progress_bars', 'save_model', 'eval_set', 'card_data',
+           'card_text', 'write_model_card']
 
 # %% ../nbs/02_model.ipynb #b4b2893b
 class ModelError(DistrinewsError):
@@ -47,6 +47,12 @@ def _from_pretrained(name: str, **kw):
         name, num_labels=len(LABELS), id2label=ID2LABEL, label2id=LABEL2ID, **kw)
     return model, tok
 
+def check_not_sharded(path: Path) -> None:
+    "Raise a `ModelError` if folder `path` holds an FSDP run's sharded training state (its `last/`) instead of a model."
+    if (path/"sharded").is_dir() and not any(path.glob("model*.safetensors")):
+        raise ModelError(f"{path}: the sharded training state of an FSDP run (for --resume), not a model; "
+                         f"load the run's best/ folder")
+
 def load_model(name: str = DEFAULT_MODEL, dropout: float | None = None) -> tuple[nn.Module, object]:
     "A sequence classifier with the AG News labels and its tokenizer, from `tiny`, a local dir or the Hub."
     if name == "tiny":
@@ -55,6 +61,7 @@ def load_model(name: str = DEFAULT_MODEL, dropout: float | None = None) -> tuple
     elif Path(name).expanduser().exists():
         path = Path(name).expanduser()
         if not (path/"config.json").is_file(): raise ModelError(f"{path}: not a model folder (no config.json)")
+        check_not_sharded(path)
         try: model, tok = _from_pretrained(str(path))
         except (OSError, ValueError) as e: raise ModelError(f"{path}: could not load the model: {e}") from None
     else:
@@ -89,6 +96,7 @@ def quiet_progress_bars():
 def save_model(model: nn.Module,   # the model, possibly wrapped in DDP / `torch.compile` / LoRA
                tokenizer,          # its tokenizer
                path: str | Path,   # the folder to write (created)
+               state_dict: dict | None = None,  # the weights to write instead of `model`'s (e.g. gathered from FSDP shards)
               ) -> Path:
     "Save `model` (unwrapped, LoRA merged) and `tokenizer` to `path` as safetensors + config + tokenizer files."
     path = Path(path)
@@ -97,7 +105,7 @@ def save_model(model: nn.Module,   # the model, possibly wrapped in DDP / `torch
     if hasattr(m, "merge_and_unload"):   # a peft LoRA model: fold the adapters into the weights
         m = copy.deepcopy(m).merge_and_unload()
     with quiet_progress_bars():         # one save is one log line, not a progress bar per save
-        m.save_pretrained(path, safe_serialization=True)
+        m.save_pretrained(path, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(path)
     return path
 

@@ -21,6 +21,7 @@ from .data import DataError, LengthGroupedBatchSampler, load_source, make_collat
 from .ddp import (DistEnv, abort_distributed, cpu_has_native_bf16, all_reduce_max, all_reduce_mean, all_reduce_sum, barrier, classification_metrics, cleanup_distributed,
                             describe_hardware, free_port, gather_eval, main_process_first, peak_mem_mb, rank_print,
                             seed_everything, setup_distributed)
+from .fsdp import full_state_dict, grad_sync, is_sharded, load_sharded, local_state_bytes, save_sharded, shard_model
 from .model import ModelError, load_model, save_model, unwrap, write_model_card
 
 # %% auto #0
@@ -172,12 +173,13 @@ class EarlyStopping(Callback):
         if state.bad_evals >= self.patience: state.should_stop = True
 
 # %% ../nbs/04_trainer.ipynb #94713864
-def atomic_dir_write(final: Path, write) -> Path:
+def atomic_dir_write(final: Path, write, tmp: Path | None = None) -> Path:
     "Call `write(tmp_dir)`, then move `tmp_dir` to `final` so `final` is always complete (old copy kept as `.old` meanwhile)."
     final = Path(final)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
     old = final.with_name(final.name + ".old")
-    for stale in final.parent.glob(f".{final.name}.tmp-*"): shutil.rmtree(stale, ignore_errors=True)  # left by a kill
+    if tmp is None:                  # else: `tmp` already holds what other ranks wrote (sharded checkpoints)
+        tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+        for stale in final.parent.glob(f".{final.name}.tmp-*"): shutil.rmtree(stale, ignore_errors=True)  # left by a kill
     try:
         write(tmp)
         for p in tmp.rglob("*"):
@@ -194,9 +196,9 @@ def atomic_dir_write(final: Path, write) -> Path:
 
 def find_checkpoint(path: Path, need_state: bool = False) -> Path | None:
     "`path` if it holds a complete checkpoint, else its `.old` copy from an interrupted swap, else None."
-    need = ["config.json", "model.safetensors"] + (["trainer_state.json"] if need_state else [])
-    for p in (Path(path), Path(path).with_name(Path(path).name + ".old")):
-        if all((p/f).is_file() for f in need): return p
+    need = ["config.json"] + (["trainer_state.json"] if need_state else [])
+    for p in (Path(path), Path(path).with_name(Path(path).name + ".old")):   # weights: whole, or an FSDP run's shards
+        if all((p/f).is_file() for f in need) and ((p/"model.safetensors").is_file() or (p/"sharded"/".metadata").is_file()): return p
     return None
 
 # %% ../nbs/04_trainer.ipynb #95913bfc
@@ -217,7 +219,7 @@ def backoff(bs: int, per_device: int) -> tuple[int, int]:
 def _probe(model, bs: int, max_len: int, env: DistEnv, precision: str) -> bool:
     "True if a forward and backward of `bs` x `max_len` tokens fits, with room for the optimizer state and DDP buckets."
     try:
-        room = [torch.empty(p.numel() * 3, dtype=torch.float32, device=env.device) for p in model.parameters() if p.requires_grad]
+        room = torch.empty(3 * local_state_bytes(model)["gradients"] // 4, dtype=torch.float32, device=env.device)   # grads + AdamW
         x = torch.ones(bs, max_len, dtype=torch.long, device=env.device)
         with autocast_for(precision, env.device):
             loss = model(input_ids=x, attention_mask=x, labels=torch.zeros(bs, dtype=torch.long, device=env.device)).loss
@@ -320,21 +322,32 @@ def save_training_state(run: Run) -> None:
     rngs = [None] * env.world_size
     if env.distributed: dist.all_gather_object(rngs, _rng_state())
     else: rngs = [_rng_state()]
-    meta = {**asdict(run.state), "world_size": env.world_size, "precision": run.precision,
+    meta = {**asdict(run.state), "world_size": env.world_size, "precision": run.precision, "sharded": is_sharded(run.model),
             "per_device_batch": run.bs, "effective_grad_accum": run.accum, "config": asdict(run.cfg)}
+    tmp = None
+    if is_sharded(run.model):        # FSDP: every rank writes its shards of the weights and the optimizer state
+        tmp = run.out/f".last.tmp-step{run.state.global_step}"
+        if env.is_main:
+            for stale in run.out.glob(".last.tmp-*"): shutil.rmtree(stale, ignore_errors=True)   # left by a kill
+        barrier()
+        save_sharded(tmp/"sharded", run.model, run.opt)
     def write(tmp: Path):
-        save_model(run.model, run.tok, tmp)
-        torch.save(run.opt.state_dict(), tmp/"optimizer.pt")
+        if is_sharded(run.model): unwrap(run.model).config.save_pretrained(tmp); run.tok.save_pretrained(tmp)
+        else:
+            save_model(run.model, run.tok, tmp)
+            torch.save(run.opt.state_dict(), tmp/"optimizer.pt")
         torch.save({"scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(), "rng": rngs}, tmp/"state.pt")
         (tmp/"trainer_state.json").write_text(json.dumps(meta, indent=1))
-    if env.is_main: atomic_dir_write(run.out/"last", write)
+    if env.is_main: atomic_dir_write(run.out/"last", write, tmp)
     barrier()
 
 def load_training_state(run: Run) -> TrainState:
     "Restore model weights, optimizer, scheduler, scaler and this rank's RNG from `run.resume_from`; the saved `TrainState`."
     last, env = run.resume_from, run.env
-    unwrap(run.model).load_state_dict(load_file(str(last/"model.safetensors"), device=str(env.device)))
-    run.opt.load_state_dict(torch.load(last/"optimizer.pt", map_location=env.device, weights_only=True))
+    if is_sharded(run.model): load_sharded(last/"sharded", run.model, run.opt)   # each rank its own shards
+    else:
+        unwrap(run.model).load_state_dict(load_file(str(last/"model.safetensors"), device=str(env.device)))
+        run.opt.load_state_dict(torch.load(last/"optimizer.pt", map_location=env.device, weights_only=True))
     st = torch.load(last/"state.pt", map_location="cpu", weights_only=True)
     run.sched.load_state_dict(st["scheduler"])
     run.scaler.load_state_dict(st["scaler"])
@@ -370,17 +383,19 @@ def start_run(cfg: Config, env: DistEnv) -> Run:
     run.resume_from = find_checkpoint(run.out/"last", need_state=True) if cfg.resume else None
     if cfg.resume and run.resume_from is None: rank_print(f"resume: no checkpoint in {run.out/'last'}, starting from scratch")
     if run.resume_from is not None: run.saved = check_resume(run.resume_from, cfg, env, run.precision)
+    if cfg.strategy == "fsdp" and not env.distributed: rank_print("strategy fsdp: one process has nothing to share its shards with; training unsharded")
     rank_print(f"distrinews: {env.world_size} process(es) on {env.device.type} ({env.backend or 'no process group'}), "
-               f"precision {run.precision} ({run.precision_reason}), model {cfg.model}, data {cfg.data}")
+               f"{cfg.strategy if env.distributed else 'one process'}, precision {run.precision} ({run.precision_reason}), "
+               f"model {cfg.model}, data {cfg.data}")
     return run
 
 def check_resume(last: Path, cfg: Config, env: DistEnv, precision: str) -> dict:
     "The `trainer_state.json` of `last`, after checking that this run can continue it exactly."
     meta = json.loads((last/"trainer_state.json").read_text())
     saved = meta["config"]
-    for k in ("batch_size", "grad_accum", "seed", "data", "model", "max_length"):
-        if saved[k] != getattr(cfg, k):
-            raise ConfigError(f"{k}: resuming {last} needs the same {k} as the run that wrote it ({saved[k]!r}), got {getattr(cfg, k)!r}")
+    for k in ("batch_size", "grad_accum", "seed", "data", "model", "max_length", "strategy"):
+        if saved.get(k, "ddp") != getattr(cfg, k):
+            raise ConfigError(f"{k}: resuming {last} needs the same {k} as the run that wrote it ({saved.get(k, 'ddp')!r}), got {getattr(cfg, k)!r}")
     if meta["world_size"] != env.world_size:
         raise ConfigError(f"nproc: {last} was written by {meta['world_size']} process(es), this run has {env.world_size}; resume with the same number")
     if meta.get("precision", precision) != precision:   # fp16 keeps a loss scale that bf16/fp32 runs do not have
@@ -415,15 +430,17 @@ def build_datasets(cfg: Config, tokenizer) -> tuple:
 
 # %% ../nbs/04_trainer.ipynb #b5edf041
 def build_model_and_data(run: Run) -> None:
-    "Step 2: the model (identical on every rank), the data loaders, the batch size; then DDP, then compile."
+    "Step 2: the model (identical on every rank), sharded if `fsdp`; the data loaders, the batch size; then DDP, then compile."
     cfg, env = run.cfg, run.env
     seed_everything(cfg.seed)
     model, run.tok = load_model(cfg.model, dropout=cfg.dropout)
     train_ds, eval_ds = build_datasets(cfg, run.tok)
-    model = _apply_options(model, cfg).to(env.device)
+    model = _apply_options(model, cfg)
+    fsdp = cfg.strategy == "fsdp" and env.distributed
+    model = shard_model(model, env) if fsdp else model.to(env.device)   # fully_shard moves only this rank's shards
     if run.saved.get("per_device_batch"): run.bs, run.accum = run.saved["per_device_batch"], run.saved["effective_grad_accum"]
     else: run.bs, run.accum = fit_batch_size(model, cfg, env, max(train_ds["length"]), run.precision)
-    if env.distributed:
+    if env.distributed and not fsdp:
         model = DDP(model, device_ids=[env.device.index] if env.device.type == "cuda" else None, gradient_as_bucket_view=True)
     if cfg.compile: model = torch.compile(model)   # after DDP: the compiler sees the buckets and overlaps their all-reduce
     run.model = model
@@ -482,8 +499,7 @@ def micro_step(run: Run, b: dict, rows: int, sync: bool) -> None:
     "Step 5: forward and backward of micro-batch `b` (of a window of `rows` rows); all-reduce only if `sync`."
     b = {k: v.to(run.env.device, non_blocking=True) for k, v in b.items() if k != "idx"}
     n = len(b["labels"])
-    skip_sync = run.env.distributed and not sync
-    with run.model.no_sync() if skip_sync else contextlib.nullcontext():
+    with grad_sync(run.model, sync):                    # DDP: no_sync(); FSDP: set_requires_gradient_sync
         with autocast_for(run.precision, run.env.device):
             loss = run.model(**b).loss * (n / rows)     # mean over the window's rows, not over micro-batches
         run.scaler.scale(loss).backward()
@@ -517,7 +533,8 @@ def evaluate_and_keep_best(run: Run) -> dict:
     better = state.best_value is None or (value < state.best_value if lower_is_better else value > state.best_value)
     if better:
         state.best_value, state.best_step, state.bad_evals = value, state.global_step, 0
-        if run.env.is_main: atomic_dir_write(run.out/"best", lambda t: save_model(run.model, run.tok, t))
+        weights = full_state_dict(run.model)   # FSDP: every rank sends its shards to rank 0's CPU; DDP: None
+        if run.env.is_main: atomic_dir_write(run.out/"best", lambda t: save_model(run.model, run.tok, t, weights))
         barrier()
     else: state.bad_evals += 1
     for cb in run.callbacks: cb.on_evaluate(state, metrics)
@@ -620,8 +637,10 @@ def finish(run: Run) -> dict:
     flops_per_token = train_flops_per_token(run.model, tokens / max(samples, 1))
     with torch.random.fork_rng(devices=[]):   # the training RNG stays as it was
         peak = all_reduce_sum(measure_peak_flops(env.device, run.precision))
+    held = local_state_bytes(run.model, run.opt)   # weights + gradients + optimizer state on this rank
     summary = dict(preset=cfg.preset, world_size=env.world_size, device=env.device.type, hardware=describe_hardware(), precision=run.precision,
-                   precision_reason=run.precision_reason,
+                   precision_reason=run.precision_reason, strategy=cfg.strategy if env.distributed else "single",
+                   state_bytes_per_rank=all_reduce_max(float(held["total"])),
                    model=cfg.model, data=cfg.data, global_step=state.global_step, epochs_done=state.epoch,
                    per_device_batch=run.bs, grad_accum=run.accum, global_batch=run.bs * run.accum * env.world_size,
                    train_samples_per_s=samples / train_time,
