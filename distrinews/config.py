@@ -135,7 +135,8 @@ PRESETS: dict[str, dict] = {
                        batch_size=64, lr=5e-5, precision="auto", nproc=1, output="runs/colab-1gpu"),
     # 1.3B parameters: 16 bytes each (fp32 weights + gradients + AdamW's two moments) = 21 GB, more than a T4's 16 GB.
     # Sharded over 2 T4s: 10.5 GB per GPU (see the FSDP chapter). One micro-batch per step: no unsharded gradients.
-    "kaggle-2xt4-fsdp": dict(model="facebook/opt-1.3b", data="ag_news", eval_data="ag_news", max_length=128, epochs=1,
+    "kaggle-2xt4-fsdp": dict(model="facebook/opt-1.3b", data="ag_news", eval_data="ag_news", max_train_samples=20_000,
+                             max_length=128, epochs=1,
                              batch_size=16, eval_batch_size=32, lr=1e-5, precision="fp16", grad_checkpointing=True,
                              strategy="fsdp", nproc=2, output="runs/kaggle-2xt4-fsdp"),
 }
