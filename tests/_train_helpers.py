@@ -46,3 +46,25 @@ if os.environ.get("DISTRINEWS_FAIL_RANK"):
         return _orig(*args, **kw)
     t.optimizer_step = optimizer_step
 '''
+
+
+class SkippedSteps(Callback):
+    "Each rank writes how many optimizer steps it skipped to `out/skipped_rank{r}.json`."
+    def on_train_begin(self, state, info): self.env, self.out = info["env"], info["output"]
+    def on_train_end(self, state, summary):
+        (self.out/f"skipped_rank{self.env.rank}.json").write_text(json.dumps({"skipped": state.skipped_steps, "step": state.global_step}))
+
+
+def train_with_inf_on_rank1_at_step3(cfg):
+    "`train` where rank 1 finds an inf in its own gradient shard before its 3rd optimizer step (rank 0's shard is finite)."
+    import torch, torch.distributed as dist
+    import distrinews.train as t
+    orig, n = t.optimizer_step, [0]
+    def optimizer_step(model, *args, **kw):
+        n[0] += 1
+        if dist.get_rank() == 1 and n[0] == 3:
+            g = next(p.grad for p in model.parameters() if p.grad is not None)
+            (g.to_local() if hasattr(g, "to_local") else g).view(-1)[0] = float("inf")
+        return orig(model, *args, **kw)
+    t.optimizer_step = optimizer_step
+    return train(cfg, callbacks=[SkippedSteps()], progress=False)

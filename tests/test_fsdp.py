@@ -94,3 +94,16 @@ def test_fsdp_sigkill_then_resume_is_bitwise_identical(tmp_path):
     assert_same_weights(full/"best", out/"best")                     # best/ = the final model (one evaluation, at the end)
     a, b = summary(full), summary(out)
     assert a["eval"] == b["eval"] and b["global_step"] == 40
+
+
+def test_fsdp_fp16_scaler_skips_the_same_step_on_every_rank(tmp_path):
+    "An inf in one rank's gradient shard only: the scaler's check reaches every rank, so all skip that step together."
+    from distrinews.config import load_config
+    from distrinews.train import launch_fn
+    from _train_helpers import train_with_inf_on_rank1_at_step3
+    cfg = load_config("quick", data="synthetic:400", epochs=1, max_steps=6, precision="fp16", strategy="fsdp",
+                      output=tmp_path, log_every=1)
+    s = launch_fn(train_with_inf_on_rank1_at_step3, (cfg,), 2)
+    seen = [json.loads((tmp_path/f"skipped_rank{r}.json").read_text()) for r in (0, 1)]
+    assert seen == [{"skipped": 1, "step": 6}] * 2, seen
+    assert s["skipped_steps"] == 1 and s["strategy"] == "fsdp" and s["precision"] == "fp16"
