@@ -242,7 +242,8 @@ def fit_batch_size(model,               # the model, not yet wrapped in DDP
     bs, accum = cfg.batch_size, cfg.grad_accum
     if probe is None:
         if env.device.type != "cuda": return bs, accum   # a CPU swaps instead of failing: nothing to probe
-        probe = _probe
+        if is_sharded(model): return bs, accum          # FSDP's forward talks to the other ranks: a probe that fails
+        probe = _probe                                  # on one rank mid-collective would leave the others waiting
     per_device = bs * accum
     while all_reduce_mean(float(probe(model, bs, max_len, env, precision)), env.device) < 1.0:   # any rank failed
         if bs == 1: raise RuntimeError(f"batch_size: even 1 sequence of {max_len} tokens does not fit in GPU memory; lower max_length")
