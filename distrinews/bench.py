@@ -149,8 +149,7 @@ def bench_peak_flops(precision: str,  # fp32, fp16 or bf16
     "This machine's matmul peak in `precision`, as the trainer measures it but longer: 512², 1024² and 2048² matrices (a CPU's best size varies), about 0.1 s each, best of `trials`."
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sizes = (4096,) if device.type == "cuda" else (512, 1024, 2048)
-    return max(measure_peak_flops(device, precision, n=n, reps=max(4, int(2e10 / (2 * n**3))))
-               for n in sizes for _ in range(trials))
+    return max(measure_peak_flops(device, precision, n=n, reps=max(4, int(2e10 / (2 * n**3))), trials=trials) for n in sizes)
 
 def mfu(s: dict,          # a run's summary: `flops_per_token`, `train_tokens_per_s`, `peak_flops` (measured by the run)
         hw: dict,         # `describe_hardware()`
