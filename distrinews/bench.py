@@ -20,15 +20,16 @@ from .train import (autocast_for, build_datasets, evaluate, launch_fn, make_load
                               resolve_precision, train, train_flops_per_token)
 
 # %% auto #0
-__all__ = ['BENCHMARKS', 'NEEDS', 'PEAK_TFLOPS', 'HEADLINES', 'versions', 'hardware_label', 'cpu_bf16', 'portable_name',
+__all__ = ['BENCHMARKS', 'NEEDS', 'PEAK_TFLOPS', 'HEADLINES', 'KINDS', 'versions', 'hardware_label', 'cpu_bf16', 'portable_name',
            'check_benchmarks', 'isolated', 'run_dir', 'run_distrinews', 'hf_training_args', 'run_hf_trainer',
            'non_embedding_params', 'vendor_peak_flops', 'bench_peak_flops', 'mfu', 'default_precisions', 'train_row',
-           'add_ratios', 'same_global_batch', 'bench_train', 'bench_lengths', 'project_epoch', 'projection_rows',
-           'serve_worker', 'serve_in_subprocess', 'drive', 'bench_serve', 'held_out_texts', 'make_run_id',
-           'write_results', 'load_results', 'plot_train_throughput', 'plot_mfu', 'plot_scaling', 'plot_accuracy',
-           'plot_serving', 'plot_lengths', 'plot_results', 'train_table', 'serve_table', 'lengths_table',
-           'projection_table', 'load_precision_accuracy', 'precision_accuracy_table', 'results_table', 'write_readme',
-           'bench_meta', 'run_benchmarks', 'default_world_sizes', 'run_bench']
+           'add_ratios', 'same_global_batch', 'bench_train', 'bench_strategies', 'bench_lengths', 'project_epoch',
+           'projection_rows', 'serve_worker', 'serve_in_subprocess', 'drive', 'bench_serve', 'held_out_texts',
+           'make_run_id', 'write_results', 'load_results', 'latest_rows', 'plot_train_throughput', 'plot_mfu',
+           'plot_scaling', 'plot_accuracy', 'plot_serving', 'plot_lengths', 'plot_results', 'train_table',
+           'strategy_table', 'serve_table', 'lengths_table', 'projection_table', 'load_precision_accuracy',
+           'precision_accuracy_table', 'results_table', 'write_readme', 'bench_meta', 'run_benchmarks',
+           'default_world_sizes', 'run_bench']
 
 # %% ../nbs/07_benchmarks.ipynb #0682ee1f
 def versions() -> dict:
@@ -54,8 +55,8 @@ def portable_name(p: str | Path) -> str:
 
 
 # %% ../nbs/07_benchmarks.ipynb #516001c3
-BENCHMARKS = ("train", "lengths", "serve")
-NEEDS = {"train": ("transformers", "datasets", "accelerate"), "lengths": ("transformers",),
+BENCHMARKS = ("train", "lengths", "serve", "strategies")
+NEEDS = {"train": ("transformers", "datasets", "accelerate"), "lengths": ("transformers",), "strategies": ("transformers", "datasets"),
          "serve": ("fastapi", "uvicorn", "httpx"), "plots": ("matplotlib",)}
 
 def check_benchmarks(what: Sequence[str]) -> None:
@@ -77,7 +78,8 @@ def isolated(fn, *args):
 def run_dir(cfg: Config, world_size: int) -> Path:
     "The output folder of the distrinews run of `cfg` on `world_size` processes."
     batches = "" if cfg.group_by_length else "-random"
-    return Path(cfg.output)/f"distrinews-ws{world_size}-{cfg.precision}{batches}"
+    sharded = "-fsdp" if cfg.strategy == "fsdp" else ""
+    return Path(cfg.output)/f"distrinews-ws{world_size}-{cfg.precision}{batches}{sharded}"
 
 def run_distrinews(cfg: Config, world_size: int) -> dict:
     "Train with distrinews on `world_size` processes in fresh processes; the run summary."
@@ -249,6 +251,35 @@ def bench_train(cfg: Config,                                # model, data and re
             if on_row: on_row(r)
     return rows
 
+
+# %% ../nbs/07_benchmarks.ipynb #0d5d4be3
+def bench_strategies(cfg: Config,                               # model, data and recipe of every run
+                     world_size: int = 2,                       # processes of both runs (FSDP needs 2+)
+                     precisions: Sequence[str] = ("fp32",),     # each gets a DDP and an FSDP row
+                     meta: dict | None = None,                  # fields copied into every row
+                     on_row: Callable[[dict], None] | None = None,  # called with each row as soon as it is measured
+                    ) -> list[dict]:
+    "Rows for distrinews with DDP and with FSDP on `world_size` processes, per precision: speed and per-rank state."
+    if world_size < 2: raise ConfigError(f"world_sizes: FSDP shards over 2+ processes, the largest asked for is {world_size}")
+    rows, cfg = [], replace(cfg, output=str(Path(cfg.output)/"strategies"))   # apart from bench_train's runs
+    for p in precisions:
+        for strategy in ("ddp", "fsdp"):
+            load0 = os.getloadavg()[0]
+            s = run_distrinews(replace(cfg, precision=p, strategy=strategy), world_size)
+            r = {**(meta or {}), "kind": "strategy", "system": "distrinews", "strategy": s["strategy"], "world_size": world_size,
+                 "precision": s["precision"], "samples_per_s": s["train_samples_per_s"], "tokens_per_s": s["train_tokens_per_s"],
+                 "state_bytes_per_rank": s["state_bytes_per_rank"], "peak_mem_mb": s["peak_mem_mb"], "mfu": s["mfu"],
+                 "eval_accuracy": s["eval"]["accuracy"], "eval_n": s["eval"]["n"], "steps": s["global_step"],
+                 "load_avg_before": load0, "load_avg_after": os.getloadavg()[0], "hardware": hardware_label(), "cpu_bf16": cpu_bf16()}
+            ddp = next((o for o in rows if o["precision"] == r["precision"] and o["strategy"] == "ddp"), None)
+            if strategy == "fsdp" and ddp:
+                r["vs_ddp"] = r["samples_per_s"] / ddp["samples_per_s"]
+                r["state_vs_ddp"] = r["state_bytes_per_rank"] / ddp["state_bytes_per_rank"]
+            rows.append(r)
+            print(f"{strategy:>4} ({r['precision']}) x{world_size}: {r['samples_per_s']:8.1f} samples/s, "
+                  f"{r['state_bytes_per_rank'] / 1e6:,.1f} MB of training state per rank, accuracy {r['eval_accuracy']:.4f}  [{r['hardware']}]")
+            if on_row: on_row(r)
+    return rows
 
 # %% ../nbs/07_benchmarks.ipynb #dbf1e9b1
 def _train_step(model, opt, x: torch.Tensor, y: torch.Tensor, precision: str) -> None:
@@ -533,6 +564,12 @@ def load_results(out: Path, kind: str | None = None) -> list[dict]:
         if kind is None or any(r["kind"] == kind for r in rows): return rows
     return []
 
+KINDS = ("train", "strategy", "serve", "length", "projection")
+
+def latest_rows(out: Path) -> list[dict]:
+    "For each kind of row, the rows of the most recent run that measured it (a `--what strategies` run replaces only those)."
+    return [r for kind in KINDS for r in load_results(out, kind) if r["kind"] == kind]
+
 # %% ../nbs/07_benchmarks.ipynb #d65394c3
 def _save(fig, path: Path, title: str, hw: str) -> Path:
     "Title `fig` with what it shows and the hardware, write it to `path`, close it."
@@ -721,6 +758,18 @@ def train_table(tr: list[dict]) -> list[str]:
                    f"{tr[0]['hardware'].split(', ')[-1]}; a load above the core count means something else shared the CPU).")
     return out + [""]
 
+def strategy_table(st: list[dict]) -> list[str]:
+    "Markdown lines: DDP and FSDP on the same processes, per precision: samples/s and training state per rank, FSDP over DDP."
+    out = [f"DDP against FSDP on **{st[0]['hardware']}** (native bf16: {_native(st[0].get('cpu_bf16'))}), same run and "
+           "recipe; training state = weights + gradients + optimizer state held by the largest rank.\n",
+           "| precision | strategy | processes | samples/s | × DDP | training state per rank (MB) | × DDP | peak MB | eval accuracy |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in st:
+        x = lambda k: f"{r[k]:.2f}×" if k in r else "–"
+        out.append(f"| {r['precision']} | {r['strategy']} | {r['world_size']} | {r['samples_per_s']:.1f} | {x('vs_ddp')} | "
+                   f"{r['state_bytes_per_rank'] / 1e6:,.1f} | {x('state_vs_ddp')} | {r['peak_mem_mb']:.0f} | {100 * r['eval_accuracy']:.2f} % |")
+    return out + [""]
+
 def serve_table(sv: list[dict]) -> list[str]:
     "Markdown lines: per server and clients, median requests/s, × naive (same rounds), p50/p99, errors; texts and CPU named."
     cells = {}
@@ -777,11 +826,15 @@ def precision_accuracy_table(d: dict) -> list[str]:
 def results_table(rows: list[dict]) -> str:
     "Markdown tables of one run's rows (what `benchmarks/README.md` shows)."
     if not rows: return "_no results yet_\n"
-    r0 = rows[0]
-    vers = ", ".join(f"{k} {v}" for k, v in r0.get("versions", {}).items())
-    out = [f"Run `{r0.get('run_id', '?')}` on **{r0['hardware']}**; model `{r0.get('model_name', r0.get('model'))}`, "
-           f"data `{r0.get('data_name', r0.get('data'))}`; {vers}.\n"]
-    tables = {"train": train_table, "serve": serve_table, "length": lengths_table, "projection": projection_table}
+    out = []
+    for run in dict.fromkeys(r.get("run_id", "?") for r in rows):   # rows may come from several runs (`latest_rows`)
+        rs = [r for r in rows if r.get("run_id", "?") == run]
+        r0, kinds = rs[0], ", ".join(dict.fromkeys(r["kind"] for r in rs))
+        vers = ", ".join(f"{k} {v}" for k, v in r0.get("versions", {}).items())
+        out.append(f"Run `{run}` ({kinds}) on **{r0['hardware']}**; model `{r0.get('model_name', r0.get('model'))}`, "
+                   f"data `{r0.get('data_name', r0.get('data'))}`; {vers}.\n")
+    tables = {"train": train_table, "strategy": strategy_table, "serve": serve_table, "length": lengths_table,
+              "projection": projection_table}
     for kind, table in tables.items():
         of_kind = [r for r in rows if r["kind"] == kind]
         if of_kind: out += table(of_kind)
@@ -793,7 +846,7 @@ def write_readme(rows: list[dict], out: Path) -> Path:
     plots = sorted((Path(out)/"plots").glob("*.png"))
     acc = load_precision_accuracy(out)
     acc = "\n## bf16 against fp32: accuracy\n\n" + "\n".join(precision_accuracy_table(acc)) if acc else ""
-    p.write_text("# Benchmark results\n\nGenerated by `distrinews bench` from `results/*.json` (the latest run); "
+    p.write_text("# Benchmark results\n\nGenerated by `distrinews bench` from `results/*.json` (the latest run of each kind); "
                  "see [the benchmarks chapter](../nbs/07_benchmarks.ipynb) for what each number means.\n\n"
                  + results_table(rows) + "\n" + "".join(f"![{q.stem}](plots/{q.name})\n" for q in plots) + acc)
     return p
@@ -817,6 +870,7 @@ def run_benchmarks(cfg: Config,                               # model, data and 
                    precisions: Sequence[str] | None = None,   # training precisions (default: `default_precisions()`)
                    checkpoint: str | Path | None = None,      # the model to serve (default: the 1-process run's `best/`)
                    serve_dtypes: Sequence[str] = ("fp32", "auto"),  # distrinews serving precisions
+                   strategy_precisions: Sequence[str] | None = None,  # precisions of DDP vs FSDP (default: the first training one)
                   ) -> list[dict]:
     "Run the benchmarks in `what` for `cfg`, write results (after every row), plots and table under `out`; the rows."
     check_benchmarks(what)
@@ -834,6 +888,8 @@ def run_benchmarks(cfg: Config,                               # model, data and 
     tok = load_model(cfg.model)[1]
     try:
         if "train" in what: bench_train(cfg, world_sizes, precisions, meta=meta, on_row=keep)
+        if "strategies" in what:
+            bench_strategies(cfg, max(world_sizes), strategy_precisions or precisions[:1], meta=meta, on_row=keep)
         if "lengths" in what: bench_lengths(cfg.model, lengths, meta=meta, on_row=keep)
         if "serve" in what:
             served = checkpoint or run_dir(replace(cfg, precision=precisions[0]), world_sizes[0])/"best"
@@ -846,8 +902,9 @@ def run_benchmarks(cfg: Config,                               # model, data and 
         if rows: print(f"bench: stopped by an error; the {len(rows)} rows measured so far are in "
                        f"{Path(out)/'results'/f'{run_id}.json'}", file=sys.stderr)
         raise
-    plot_results(rows, Path(out)/"plots")
-    write_readme(rows, out)
+    shown = latest_rows(out)          # this run's rows, and the latest of each kind it did not measure
+    plot_results(shown, Path(out)/"plots")
+    write_readme(shown, out)
     return rows
 
 # %% ../nbs/07_benchmarks.ipynb #c37b3618

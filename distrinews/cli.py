@@ -83,7 +83,8 @@ def add_bench_args(p: argparse.ArgumentParser):
     "The flags of `distrinews bench`: the training fields it varies, and what to measure."
     add_config_args(p, only=["model", "data", "eval_data", "val_fraction", "max_train_samples", "max_length", "epochs",
                              "max_steps", "batch_size", "eval_batch_size", "lr", "precision", "seed", "eval_every", "dropout"])
-    p.add_argument("--what", default="train,lengths,serve", help="comma list of train, lengths, serve (default: all)")
+    p.add_argument("--what", default="train,strategies,lengths,serve",
+                   help="comma list of train, strategies (DDP against FSDP), lengths, serve (default: all)")
     p.add_argument("--precisions", default=None,
                    help="comma list of training precisions (default: fp32 + bf16 on native-bf16 CPUs, the GPU's mixed precision on GPUs)")
     p.add_argument("--world-sizes", default=None, help="comma list (default: 1 and the number of GPUs, or 1,2 on CPU)")

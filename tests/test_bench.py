@@ -126,3 +126,23 @@ def test_precision_accuracy_is_shown_in_the_readme(tmp_path):
     text = bench.write_readme([], tmp_path).read_text()
     assert "native bf16: avx512_bf16" in text and "| bf16 | 89.75 % | 0.9000 | 0.3000 | 1200 | 10,800 | 169 | 20.0 |" in text
     assert "bf16 − fp32: **-0.25 points**" in text
+
+
+def test_strategies_run_measures_ddp_and_fsdp_and_keeps_the_other_tables(tmp_path, capsys):
+    "`--what strategies`: a DDP and an FSDP row on 2 processes (half the state per rank); the README keeps older kinds."
+    old = dict(kind="length", run_id="20000101-0000-cpu2-old", system="distrinews", batch_size=8, max_length=64,
+               samples_per_s=10.0, tokens_per_s=640.0, peak_mem_mb=100.0, hardware="CPU: test, 2 cores")
+    (tmp_path/"results").mkdir(parents=True)
+    (tmp_path/"results"/f"{old['run_id']}.json").write_text(json.dumps([old]))
+    rc = main(["bench", "--what", "strategies", "--config", "quick", "--data", "synthetic:400", "--epochs", "1",
+               "--out", str(tmp_path), "--run-id", "20991231-2359-cpu2-new"])
+    assert rc == 0
+    rows = json.loads((tmp_path/"results"/"20991231-2359-cpu2-new.json").read_text())
+    assert [(r["kind"], r["strategy"], r["world_size"]) for r in rows] == [("strategy", "ddp", 2), ("strategy", "fsdp", 2)]
+    ddp, fsdp = rows
+    assert fsdp["state_vs_ddp"] == pytest.approx(0.5, abs=0.01)
+    assert fsdp["vs_ddp"] == pytest.approx(fsdp["samples_per_s"] / ddp["samples_per_s"])
+    assert ddp["eval_accuracy"] == fsdp["eval_accuracy"] and ddp["steps"] == fsdp["steps"]
+    readme = (tmp_path/"README.md").read_text()
+    assert "DDP against FSDP" in readme and "| fp32 | fsdp | 2 |" in readme
+    assert "tokens per row (batch 8)" in readme and "20000101-0000-cpu2-old" in readme   # the older run's table stays
