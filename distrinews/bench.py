@@ -23,10 +23,10 @@ from .train import (autocast_for, build_datasets, evaluate, launch_fn, make_load
 __all__ = ['BENCHMARKS', 'NEEDS', 'PEAK_TFLOPS', 'HEADLINES', 'KINDS', 'versions', 'hardware_label', 'cpu_bf16', 'portable_name',
            'check_benchmarks', 'isolated', 'run_dir', 'run_distrinews', 'hf_training_args', 'run_hf_trainer',
            'non_embedding_params', 'vendor_peak_flops', 'bench_peak_flops', 'mfu', 'default_precisions', 'train_row',
-           'add_ratios', 'same_global_batch', 'bench_train', 'bench_strategies', 'bench_lengths', 'project_epoch',
-           'projection_rows', 'serve_worker', 'serve_in_subprocess', 'drive', 'bench_serve', 'held_out_texts',
-           'make_run_id', 'write_results', 'load_results', 'latest_rows', 'plot_train_throughput', 'plot_mfu',
-           'plot_scaling', 'plot_accuracy', 'plot_serving', 'plot_lengths', 'plot_results', 'train_table',
+           'measure_run', 'add_ratios', 'same_global_batch', 'bench_train', 'bench_strategies', 'bench_lengths',
+           'project_epoch', 'projection_rows', 'serve_worker', 'serve_in_subprocess', 'drive', 'bench_serve',
+           'held_out_texts', 'make_run_id', 'write_results', 'load_results', 'latest_rows', 'plot_train_throughput',
+           'plot_mfu', 'plot_scaling', 'plot_accuracy', 'plot_serving', 'plot_lengths', 'plot_results', 'train_table',
            'strategy_table', 'serve_table', 'lengths_table', 'projection_table', 'load_precision_accuracy',
            'precision_accuracy_table', 'results_table', 'write_readme', 'bench_meta', 'run_benchmarks',
            'default_world_sizes', 'run_bench']
@@ -197,6 +197,20 @@ def train_row(system: str,     # distrinews or hf_trainer
             "eval_macro_f1": s["eval"]["macro_f1"], "eval_n": s["eval"]["n"], "peak_mem_mb": s["peak_mem_mb"],
             "steps": s["global_step"], "curve": curve}
 
+def measure_run(system: str,                # distrinews or hf_trainer
+                cfg: Config,                # the run's configuration
+                world_size: int,            # its processes
+                meta: dict | None = None,   # fields copied into the row
+                bench_peak: float | None = None,  # the benchmark's matmul peak in the run's precision, if measured
+               ) -> tuple[dict, dict]:
+    "Train `system` on `cfg` in fresh processes; (its row, with the load average around it, MFU and hardware; its summary)."
+    load0 = os.getloadavg()[0]
+    s = run_distrinews(cfg, world_size) if system == "distrinews" else isolated(run_hf_trainer, cfg)
+    hw = describe_hardware()
+    extra = {**(meta or {}), "load_avg_before": load0, "load_avg_after": os.getloadavg()[0],
+             **mfu(s, hw, world_size, bench_peak), "hardware": hardware_label(hw), "cpu_bf16": cpu_bf16()}
+    return train_row(system, cfg, world_size, s, extra), s
+
 def add_ratios(rows: list[dict]) -> None:
     "Add to each row its ratio to the HF Trainer of the same precision, and distrinews' speedup over 1 process."
     for r in rows:
@@ -236,12 +250,7 @@ def bench_train(cfg: Config,                                # model, data and re
         if baseline: runs.append(("hf_trainer", 1, one))
         if ablation: runs.append(("distrinews", 1, replace(one, group_by_length=False)))
         for system, ws, rc in runs:
-            load0 = os.getloadavg()[0]
-            s = run_distrinews(rc, ws) if system == "distrinews" else isolated(run_hf_trainer, rc)
-            hw = describe_hardware()
-            extra = {**(meta or {}), "load_avg_before": load0, "load_avg_after": os.getloadavg()[0],
-                     **mfu(s, hw, ws, peak), "hardware": hardware_label(hw), "cpu_bf16": cpu_bf16()}
-            rows.append(train_row(system, rc, ws, s, extra))
+            rows.append(measure_run(system, rc, ws, meta, peak)[0])
             add_ratios(rows)
             r = rows[-1]
             print(f"{system:>10} ({r['variant']}, {r['precision']}) x{ws}: {r['samples_per_s']:8.1f} samples/s, "
@@ -264,13 +273,8 @@ def bench_strategies(cfg: Config,                               # model, data an
     rows, cfg = [], replace(cfg, output=str(Path(cfg.output)/"strategies"))   # apart from bench_train's runs
     for p in precisions:
         for strategy in ("ddp", "fsdp"):
-            load0 = os.getloadavg()[0]
-            s = run_distrinews(replace(cfg, precision=p, strategy=strategy), world_size)
-            r = {**(meta or {}), "kind": "strategy", "system": "distrinews", "strategy": s["strategy"], "world_size": world_size,
-                 "precision": s["precision"], "samples_per_s": s["train_samples_per_s"], "tokens_per_s": s["train_tokens_per_s"],
-                 "state_bytes_per_rank": s["state_bytes_per_rank"], "peak_mem_mb": s["peak_mem_mb"], "mfu": s["mfu"],
-                 "eval_accuracy": s["eval"]["accuracy"], "eval_n": s["eval"]["n"], "steps": s["global_step"],
-                 "load_avg_before": load0, "load_avg_after": os.getloadavg()[0], "hardware": hardware_label(), "cpu_bf16": cpu_bf16()}
+            row, s = measure_run("distrinews", replace(cfg, precision=p, strategy=strategy), world_size, meta)
+            r = {**row, "kind": "strategy", "strategy": s["strategy"], "state_bytes_per_rank": s["state_bytes_per_rank"]}
             ddp = next((o for o in rows if o["precision"] == r["precision"] and o["strategy"] == "ddp"), None)
             if strategy == "fsdp" and ddp:
                 r["vs_ddp"] = r["samples_per_s"] / ddp["samples_per_s"]
@@ -556,10 +560,13 @@ def write_results(rows: list[dict], out: Path, run_id: str) -> Path:
     p.write_text(json.dumps(rows, indent=1))
     return p
 
+def _runs_newest_first(out: Path) -> list[Path]:
+    "The result files of `distrinews bench` runs in `out/results/`, newest first (run ids start with the UTC time)."
+    return sorted((Path(out)/"results").glob("[0-9]" * 8 + "-[0-9][0-9][0-9][0-9]-*.json"), reverse=True)
+
 def load_results(out: Path, kind: str | None = None) -> list[dict]:
     "Rows of the most recent `distrinews bench` run in `out/results/` (with rows of `kind`, if given)."
-    files = sorted((Path(out)/"results").glob("[0-9]" * 8 + "-[0-9][0-9][0-9][0-9]-*.json"))
-    for f in reversed(files):
+    for f in _runs_newest_first(out):
         rows = json.loads(f.read_text())
         if kind is None or any(r["kind"] == kind for r in rows): return rows
     return []
@@ -568,7 +575,12 @@ KINDS = ("train", "strategy", "serve", "length", "projection")
 
 def latest_rows(out: Path) -> list[dict]:
     "For each kind of row, the rows of the most recent run that measured it (a `--what strategies` run replaces only those)."
-    return [r for kind in KINDS for r in load_results(out, kind) if r["kind"] == kind]
+    rows, seen = [], set()
+    for f in _runs_newest_first(out):
+        new = [r for r in json.loads(f.read_text()) if r["kind"] in KINDS and r["kind"] not in seen]
+        seen |= {r["kind"] for r in new}
+        rows += new
+    return sorted(rows, key=lambda r: KINDS.index(r["kind"]))   # stable: each run's rows keep their order
 
 # %% ../nbs/07_benchmarks.ipynb #d65394c3
 def _save(fig, path: Path, title: str, hw: str) -> Path:

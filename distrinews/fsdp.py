@@ -60,10 +60,10 @@ def local_state_bytes(model: nn.Module,                    # plain, DDP or FSDP
                       opt: torch.optim.Optimizer | None = None,  # its optimizer (its state exists after the first step)
                      ) -> dict:
     "Bytes of weights, gradients (as many as the trainable weights) and optimizer state held by this rank."
-    params = [_local(p) for p in model.parameters()]
-    weights = sum(p.numel() * p.element_size() for p in params)
-    grads = sum(_local(p).numel() * _local(p).element_size() for p in model.parameters() if p.requires_grad)
-    state = sum(_local(v).numel() * _local(v).element_size() for s in (opt.state.values() if opt else [])
+    params = list(model.parameters())
+    weights = sum(_local(p).nbytes for p in params)
+    grads = sum(_local(p).nbytes for p in params if p.requires_grad)
+    state = sum(_local(v).nbytes for s in (opt.state.values() if opt else [])
                 for v in s.values() if torch.is_tensor(v) and v.ndim > 0)   # not AdamW's scalar step counters
     return dict(weights=weights, gradients=grads, optimizer=state, total=weights + grads + state)
 

@@ -323,17 +323,18 @@ def save_training_state(run: Run) -> None:
     rngs = [None] * env.world_size
     if env.distributed: dist.all_gather_object(rngs, _rng_state())
     else: rngs = [_rng_state()]
-    meta = {**asdict(run.state), "world_size": env.world_size, "precision": run.precision, "sharded": is_sharded(run.model),
+    sharded = is_sharded(run.model)
+    meta = {**asdict(run.state), "world_size": env.world_size, "precision": run.precision, "sharded": sharded,
             "per_device_batch": run.bs, "effective_grad_accum": run.accum, "config": asdict(run.cfg)}
     tmp = None
-    if is_sharded(run.model):        # FSDP: every rank writes its shards of the weights and the optimizer state
+    if sharded:                      # FSDP: every rank writes its shards of the weights and the optimizer state
         tmp = run.out/f".last.tmp-step{run.state.global_step}"
         if env.is_main:
             for stale in run.out.glob(".last.tmp-*"): shutil.rmtree(stale, ignore_errors=True)   # left by a kill
         barrier()
         save_sharded(tmp/"sharded", run.model, run.opt)
     def write(tmp: Path):
-        if is_sharded(run.model): unwrap(run.model).config.save_pretrained(tmp); run.tok.save_pretrained(tmp)
+        if sharded: unwrap(run.model).config.save_pretrained(tmp); run.tok.save_pretrained(tmp)
         else:
             save_model(run.model, run.tok, tmp)
             torch.save(run.opt.state_dict(), tmp/"optimizer.pt")

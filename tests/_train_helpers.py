@@ -57,7 +57,7 @@ class SkippedSteps(Callback):
 
 def train_with_inf_on_rank1_at_step3(cfg):
     "`train` where rank 1 finds an inf in its own gradient shard before its 3rd optimizer step (rank 0's shard is finite)."
-    import torch, torch.distributed as dist
+    import torch.distributed as dist
     import distrinews.train as t
     orig, n = t.optimizer_step, [0]
     def optimizer_step(model, *args, **kw):

@@ -9,11 +9,12 @@ import torch
 from safetensors.torch import load_file
 
 from distrinews.bench import serve_in_subprocess
-from distrinews.config import LABELS
-from distrinews.train import find_checkpoint
+from distrinews.config import LABELS, load_config
+from distrinews.train import launch_fn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_train import RESUME, _kill_when, _start, assert_same_weights, losses, run_cli  # noqa: E402
+from _train_helpers import train_with_inf_on_rank1_at_step3  # noqa: E402
+from test_train import RESUME, assert_same_weights, kill_then_resume, losses, run_cli  # noqa: E402
 
 # 380 training rows (even: no row repeated to fill the ranks), dropout off, global batch 16 in 2 micro-batches:
 # the FSDP run skips the gradient sync of every first micro-batch (set_requires_gradient_sync(False))
@@ -85,12 +86,7 @@ FSDP_RESUME = [*RESUME, "--strategy", "fsdp", "--save-every", "10"]
 def test_fsdp_sigkill_then_resume_is_bitwise_identical(tmp_path):
     full, out = tmp_path/"full", tmp_path/"killed"
     run_cli(*FSDP_RESUME, "--output", full)
-    proc = _start([*FSDP_RESUME, "--output", out])
-    _kill_when(out, proc, 10)
-    st = json.loads((find_checkpoint(out/"last", need_state=True)/"trainer_state.json").read_text())
-    assert st["sharded"] and 10 <= st["global_step"] < 40 and st["batches_done"] > 0, st   # killed mid-epoch, mid-run
-    r = run_cli(*FSDP_RESUME, "--output", out, "--resume")
-    assert "resumed from" in r.stdout + r.stderr
+    assert kill_then_resume(FSDP_RESUME, out)["sharded"]               # killed mid-epoch, mid-run, with sharded last/
     assert_same_weights(full/"best", out/"best")                     # best/ = the final model (one evaluation, at the end)
     a, b = summary(full), summary(out)
     assert a["eval"] == b["eval"] and b["global_step"] == 40
@@ -98,9 +94,6 @@ def test_fsdp_sigkill_then_resume_is_bitwise_identical(tmp_path):
 
 def test_fsdp_fp16_scaler_skips_the_same_step_on_every_rank(tmp_path):
     "An inf in one rank's gradient shard only: the scaler's check reaches every rank, so all skip that step together."
-    from distrinews.config import load_config
-    from distrinews.train import launch_fn
-    from _train_helpers import train_with_inf_on_rank1_at_step3
     cfg = load_config("quick", data="synthetic:400", epochs=1, max_steps=6, precision="fp16", strategy="fsdp",
                       output=tmp_path, log_every=1)
     s = launch_fn(train_with_inf_on_rank1_at_step3, (cfg,), 2)

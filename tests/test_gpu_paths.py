@@ -1,7 +1,7 @@
 """The trainer's GPU code paths, exercised on CPU with real 2-process gloo runs: fp16 (a real GradScaler("cpu")) and
 bf16 autocast, exact resume under fp16, fp16 overflow (skipped step, halved scale, schedule held), the OOM back-off
 (one rank out of memory: both ranks halve), a clear failure for an out-of-memory during training, and `auto`'s choice."""
-import hashlib, json, math, os, sys, time
+import json, math, os, sys, time
 from pathlib import Path
 import pytest
 import torch
@@ -9,11 +9,11 @@ import torch
 import distrinews.train as T
 from distrinews.config import load_config
 from distrinews.ddp import get_rank
-from distrinews.train import find_checkpoint, launch_fn
+from distrinews.train import launch_fn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _train_helpers import ParamHash, train_with_param_hash  # noqa: E402
-from test_train import RESUME, _kill_when, _start, assert_same_weights, losses, run_cli  # noqa: E402
+from _train_helpers import train_with_param_hash  # noqa: E402
+from test_train import RESUME, assert_same_weights, kill_then_resume, losses, run_cli  # noqa: E402
 
 # Imported by every Python process (the CLI, its spawned ranks) when this folder's `hooks_site/` is first on
 # PYTHONPATH: injections into a real run without test hooks in the package.
@@ -100,12 +100,7 @@ FP16 = [*RESUME, "--precision", "fp16", "--save-every", "10"]
 def test_fp16_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
     full, out = tmp_path/"full", tmp_path/"killed"
     run_cli(*FP16, "--output", full)
-    proc = _start([*FP16, "--output", out])
-    _kill_when(out, proc, 10)
-    st = json.loads((find_checkpoint(out/"last", need_state=True)/"trainer_state.json").read_text())
-    assert 10 <= st["global_step"] < 40 and st["batches_done"] > 0, st
-    r = run_cli(*FP16, "--output", out, "--resume")
-    assert "resumed from" in r.stdout + r.stderr
+    kill_then_resume(FP16, out)
     assert_same_weights(full/"last", out/"last")
     assert saved_state(full)["scaler"] == saved_state(out)["scaler"]
     a, b = (json.loads((d/"summary.json").read_text()) for d in (full, out))

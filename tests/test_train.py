@@ -105,14 +105,21 @@ def uninterrupted(tmp_path_factory):
     return out
 
 
-def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(uninterrupted, tmp_path):
-    out = tmp_path/"killed"
-    proc = _start([*RESUME, "--save-every", "10", "--output", out])
+def kill_then_resume(args, out) -> dict:
+    "Start `distrinews <args> --output out`, SIGKILL it once `last/` holds step >= 10, check it died mid-epoch and"
+    " mid-run, then `--resume` it to the end; the killed run's saved trainer state."
+    proc = _start([*args, "--output", out])
     _kill_when(out, proc, 10)
     st = json.loads((find_checkpoint(out/"last", need_state=True)/"trainer_state.json").read_text())
     assert 10 <= st["global_step"] < 40 and st["batches_done"] > 0, st      # killed mid-epoch, mid-run
-    r = run_cli(*RESUME, "--save-every", "10", "--output", out, "--resume")
+    r = run_cli(*args, "--output", out, "--resume")
     assert "resumed from" in r.stdout + r.stderr
+    return st
+
+
+def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(uninterrupted, tmp_path):
+    out = tmp_path/"killed"
+    kill_then_resume([*RESUME, "--save-every", "10"], out)
     assert_same_weights(uninterrupted/"last", out/"last")
     a, b = (json.loads((d/"summary.json").read_text()) for d in (uninterrupted, out))
     assert a["eval"] == b["eval"] and b["global_step"] == 40
