@@ -30,7 +30,8 @@ setuptools.setup(
                  'Natural Language :: ' + cfg['language'].title()]
                + ['Programming Language :: Python :: ' + o for o in py_versions[py_versions.index(cfg['min_python']):]],
     url=cfg['git_url'],
-    packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
+    packages=setuptools.find_namespace_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),  # .static: the web page
+    package_data={cfg['lib_path']: ['static/*']},
     include_package_data=True,
     install_requires=requirements,
     extras_require={'dev': dev_requirements},
