@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from starlette.requests import ClientDisconnect
 import distrinews
-from .loader import ModelLoader, check_checkpoint
+from .loader import ModelLoader, check_checkpoint, pick_device
 from .model import ModelError
 
 # %% auto #0
@@ -415,10 +415,12 @@ def run_serve(args) -> int:
 class NaiveRequest(BaseModel):
     text: str
 
-def naive_app(checkpoint: str | Path, max_length: int = 128) -> FastAPI:
+def naive_app(checkpoint: str | Path, max_length: int = 128,
+              device: str | None = None,  # as `ModelLoader`: the GPU if there is one, so both servers compute on the same device
+             ) -> FastAPI:
     "The baseline: FastAPI with one `transformers.pipeline('text-classification')` call per request."
     from transformers import pipeline
-    clf = pipeline("text-classification", model=str(check_checkpoint(checkpoint)), device="cpu", top_k=None)
+    clf = pipeline("text-classification", model=str(check_checkpoint(checkpoint)), device=pick_device(device), top_k=None)
     app = FastAPI(title="naive")
 
     @app.get("/health")

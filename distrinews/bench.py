@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_benchmarks.ipynb #db48a94d
 from __future__ import annotations
-import argparse, asyncio, concurrent.futures as cf, importlib.util, json, math, multiprocessing as mp, os, platform
+import argparse, asyncio, concurrent.futures as cf, importlib.util, json, math, multiprocessing as mp, os, platform, re
 import statistics, subprocess, sys, tempfile, time
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 from .config import Config, ConfigError, DistrinewsError
 from .data import LengthGroupedBatchSampler, load_source, padding_stats, train_val_split
-from .ddp import describe_hardware, free_port, peak_mem_mb, seed_everything, setup_distributed
+from .ddp import auto_precision, describe_hardware, free_port, peak_mem_mb, seed_everything, setup_distributed
 from .model import load_model
 from .train import (autocast_for, build_datasets, evaluate, launch_fn, make_loader, measure_peak_flops,
                               resolve_precision, train, train_flops_per_token)
@@ -22,14 +22,14 @@ from .train import (autocast_for, build_datasets, evaluate, launch_fn, make_load
 # %% auto #0
 __all__ = ['BENCHMARKS', 'NEEDS', 'PEAK_TFLOPS', 'HEADLINES', 'KINDS', 'versions', 'hardware_label', 'cpu_bf16', 'portable_name',
            'check_benchmarks', 'isolated', 'run_dir', 'run_distrinews', 'hf_training_args', 'run_hf_trainer',
-           'non_embedding_params', 'vendor_peak_flops', 'bench_peak_flops', 'mfu', 'default_precisions', 'train_row',
-           'measure_run', 'add_ratios', 'same_global_batch', 'bench_train', 'bench_strategies', 'bench_lengths',
-           'project_epoch', 'projection_rows', 'serve_worker', 'serve_in_subprocess', 'drive', 'bench_serve',
-           'held_out_texts', 'make_run_id', 'write_results', 'load_results', 'latest_rows', 'plot_train_throughput',
-           'plot_mfu', 'plot_scaling', 'plot_accuracy', 'plot_serving', 'plot_lengths', 'plot_results', 'train_table',
-           'strategy_table', 'serve_table', 'lengths_table', 'projection_table', 'load_precision_accuracy',
-           'precision_accuracy_table', 'results_table', 'write_readme', 'bench_meta', 'run_benchmarks',
-           'default_world_sizes', 'run_bench']
+           'gpu_model', 'non_embedding_params', 'vendor_peak_flops', 'bench_peak_flops', 'mfu', 'default_precisions',
+           'default_world_sizes', 'train_row', 'measure_run', 'add_ratios', 'same_global_batch', 'bench_train',
+           'bench_strategies', 'bench_lengths', 'project_epoch', 'projection_rows', 'serve_worker',
+           'serve_in_subprocess', 'drive', 'bench_serve', 'held_out_texts', 'make_run_id', 'write_results',
+           'load_results', 'latest_rows', 'plot_train_throughput', 'plot_mfu', 'plot_scaling', 'plot_accuracy',
+           'plot_serving', 'plot_lengths', 'plot_results', 'train_table', 'strategy_table', 'serve_table',
+           'lengths_table', 'projection_table', 'load_precision_accuracy', 'precision_accuracy_table', 'results_table',
+           'write_readme', 'bench_meta', 'run_benchmarks', 'run_bench']
 
 # %% ../nbs/07_benchmarks.ipynb #0682ee1f
 def versions() -> dict:
@@ -70,10 +70,17 @@ def check_benchmarks(what: Sequence[str]) -> None:
                               f"pip install {' '.join(missing)}")
 
 # %% ../nbs/07_benchmarks.ipynb #b3e6941a
-def isolated(fn, *args):
-    "Run `fn(*args)` in a fresh spawned process and return its result."
-    with cf.ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as ex:
-        return ex.submit(fn, *args).result()
+def isolated(fn, *args, gpus: str | None = None):
+    "Run `fn(*args)` in a fresh spawned process and return its result; `gpus` (e.g. `\"0\"`) limits the GPUs it sees."
+    old = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if gpus is not None: os.environ["CUDA_VISIBLE_DEVICES"] = gpus   # the child reads it when it starts
+    try:
+        with cf.ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as ex:
+            return ex.submit(fn, *args).result()
+    finally:
+        if gpus is not None:
+            if old is None: os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else: os.environ["CUDA_VISIBLE_DEVICES"] = old
 
 def run_dir(cfg: Config, world_size: int) -> Path:
     "The output folder of the distrinews run of `cfg` on `world_size` processes."
@@ -131,7 +138,12 @@ def run_hf_trainer(cfg: Config) -> dict:
                 eval={k: ev[k] for k in ("accuracy", "precision", "recall", "macro_f1", "loss", "n")})
 
 # %% ../nbs/07_benchmarks.ipynb #c831a73a
-PEAK_TFLOPS = {"T4": 65, "A10": 125, "L4": 121, "A100": 312, "H100": 989, "H200": 989, "V100": 125, "P100": 19}
+PEAK_TFLOPS = {"T4": 65, "A10": 125, "A10G": 70, "L4": 121, "L40S": 362, "A100": 312, "H100": 989, "H200": 989, "V100": 125, "P100": 19}
+
+def gpu_model(name: str) -> str:
+    "The model in a GPU's name as the driver reports it: 'Tesla T4' → T4, 'NVIDIA A100-SXM4-80GB' → A100, 'NVIDIA L40S' → L40S."
+    words = [w for w in re.split(r"[\s-]+", name.strip()) if w.upper() not in ("NVIDIA", "TESLA", "GEFORCE", "QUADRO")]
+    return words[0].upper() if words else ""
 
 def non_embedding_params(model) -> int:
     "Parameters outside the embedding tables (the ones that cost 6 FLOPs per token in training)."
@@ -142,7 +154,7 @@ def vendor_peak_flops(hw: dict,         # `describe_hardware()`
                      ) -> float | None:
     "The data-sheet dense fp16/bf16 FLOP/s of `world_size` of `hw`'s GPUs; None on a CPU or a GPU not in `PEAK_TFLOPS`."
     if hw["kind"] != "gpu": return None
-    peak = next((v for k, v in PEAK_TFLOPS.items() if k in hw["name"]), None)
+    peak = PEAK_TFLOPS.get(gpu_model(hw["name"]))   # exact: "A10" must not match an A100, nor "L4" an L40S
     return peak * 1e12 * world_size if peak else None
 
 def bench_peak_flops(precision: str,  # fp32, fp16 or bf16
@@ -168,10 +180,14 @@ def mfu(s: dict,          # a run's summary: `flops_per_token`, `train_tokens_pe
 def default_precisions(hw: dict | None = None) -> tuple[str, ...]:
     "fp32, plus bf16 on a CPU that computes it natively; on GPUs the mixed precision they run fast (fp16 before Ampere)."
     hw = hw or describe_hardware()
-    if hw["kind"] == "gpu":
-        return ("fp16",) if any(k in hw["name"] for k in ("T4", "V100", "P100", "P4", "K80")) else ("bf16",)
+    if hw["kind"] == "gpu": return (auto_precision(torch.device("cuda", 0))[0],)   # the trainer's `auto`: by compute capability
     return ("fp32", "bf16") if any(cpu_bf16().values()) else ("fp32",)
 
+def default_world_sizes(hw: dict | None = None) -> tuple[int, ...]:
+    "1 and the number of GPUs (1 alone with one GPU); 1 and 2 on a CPU."
+    hw = hw or describe_hardware()
+    if hw["kind"] != "gpu": return (1, 2)
+    return (1, hw["count"]) if hw["count"] > 1 else (1,)
 
 # %% ../nbs/07_benchmarks.ipynb #1cf56a3c
 def _curve(out_dir: Path, steps_per_epoch: float) -> list:
@@ -203,9 +219,9 @@ def measure_run(system: str,                # distrinews or hf_trainer
                 meta: dict | None = None,   # fields copied into the row
                 bench_peak: float | None = None,  # the benchmark's matmul peak in the run's precision, if measured
                ) -> tuple[dict, dict]:
-    "Train `system` on `cfg` in fresh processes; (its row, with the load average around it, MFU and hardware; its summary)."
+    "Train `system` on `cfg` in fresh processes (the Trainer sees one GPU: with two it would use `nn.DataParallel`); (its row, with the load average around it, MFU and hardware; its summary)."
     load0 = os.getloadavg()[0]
-    s = run_distrinews(cfg, world_size) if system == "distrinews" else isolated(run_hf_trainer, cfg)
+    s = run_distrinews(cfg, world_size) if system == "distrinews" else isolated(run_hf_trainer, cfg, gpus="0" if torch.cuda.device_count() > 1 else None)
     hw = describe_hardware()
     extra = {**(meta or {}), "load_avg_before": load0, "load_avg_after": os.getloadavg()[0],
              **mfu(s, hw, world_size, bench_peak), "hardware": hardware_label(hw), "cpu_bf16": cpu_bf16()}
@@ -820,8 +836,9 @@ def load_precision_accuracy(out: Path) -> dict | None:
     files = sorted((Path(out)/"results").glob("precision_accuracy_*.json"))
     return json.loads(files[-1].read_text()) if files else None
 
-def precision_accuracy_table(d: dict) -> list[str]:
+def precision_accuracy_table(d: dict | None) -> list[str]:
     "Markdown lines: held-out accuracy of one recipe trained in fp32 and in bf16, with eval n, the CPU and its native bf16."
+    if d is None: return ["_No fp32/bf16 accuracy comparison here: it lives in the repository's `benchmarks/results/`._", ""]
     r = d["recipe"]
     rows = r["max_train_samples"] or "all"
     out = [f"Accuracy, fp32 against bf16 training ({d['date']}, **{d['hardware']}**, native bf16: {_native(d.get('cpu_bf16'))}): "
@@ -933,12 +950,6 @@ def _names(flag: str, text: str, allowed: Sequence[str]) -> tuple[str, ...]:
     bad = [x for x in xs if x not in allowed]
     if bad: raise ConfigError(f"{flag}: unknown value {bad[0]!r}; choose from {', '.join(allowed)}")
     return xs
-
-def default_world_sizes(hw: dict | None = None) -> tuple[int, ...]:
-    "1 and the number of GPUs (1 alone with one GPU); 1 and 2 on a CPU."
-    hw = hw or describe_hardware()
-    if hw["kind"] != "gpu": return (1, 2)
-    return (1, hw["count"]) if hw["count"] > 1 else (1,)
 
 def run_bench(args) -> int:
     "`distrinews bench`: run the benchmarks, print the tables."

@@ -4,16 +4,17 @@
 
 # %% ../nbs/08_cli.ipynb #d929d548
 from __future__ import annotations
-import argparse, importlib, re, socket, sys, urllib.parse
+import argparse, contextlib, importlib, os, re, socket, sys, urllib.parse
 from pathlib import Path
 from .config import DistrinewsError, add_config_args
 
 # %% auto #0
-__all__ = ['COMMANDS', 'DTYPES', 'SERVE_DEFAULTS', 'DTYPE_HELP', 'FLAGS', 'DEMO_TEXTS', 'CHECKPOINT_FILES', 'TOKENIZER_VOCABS',
-           'add_train_args', 'add_eval_args', 'add_predict_args', 'add_serve_args', 'add_bench_args', 'add_doctor_args',
-           'add_demo_args', 'add_push_args', 'build_parser', 'main', 'run_demo', 'check_checkpoint_folder',
-           'check_repo_id', 'hub_token', 'check_hub', 'push_checkpoint', 'run_push', 'doctor_versions',
-           'doctor_hardware', 'doctor_environment', 'doctor_checks', 'run_doctor']
+__all__ = ['COMMANDS', 'DTYPES', 'SERVE_DEFAULTS', 'DTYPE_HELP', 'DOCTOR_TIMEOUT_S', 'FLAGS', 'DEMO_TEXTS', 'CHECKPOINT_FILES',
+           'TOKENIZER_VOCABS', 'add_train_args', 'add_eval_args', 'add_predict_args', 'add_serve_args',
+           'add_bench_args', 'add_doctor_args', 'add_demo_args', 'add_push_args', 'build_parser', 'main', 'run_demo',
+           'check_checkpoint_folder', 'check_repo_id', 'hub_token', 'check_hub', 'push_checkpoint', 'run_push',
+           'doctor_versions', 'doctor_hardware', 'doctor_environment', 'doctor_checks', 'stdout_to_stderr',
+           'run_doctor']
 
 # %% ../nbs/08_cli.ipynb #a4269ce1
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -96,11 +97,16 @@ def add_bench_args(p: argparse.ArgumentParser):
     p.add_argument("--run-id", default=None)
 
 # %% ../nbs/08_cli.ipynb #a997e12a
+DOCTOR_TIMEOUT_S = 300.0   # seconds each doctor check may take (process start, 10 steps, a round trip: ~30 s on 2 CPU cores)
+
 def add_doctor_args(p: argparse.ArgumentParser):
     "The flags of `distrinews doctor`."
     p.add_argument("--json", action="store_true", help="print everything as one JSON object (for bug reports and tests)")
     p.add_argument("--nproc", type=int, default=None, help="processes for the checks (default: one per GPU, else 2)")
     p.add_argument("--workdir", default=None, help="folder for the checks' run (default: a temporary folder, removed)")
+    p.add_argument("--timeout", type=float, default=DOCTOR_TIMEOUT_S,
+                   help=f"seconds each check may take before it FAILs with 'no answer'; the ranks' collectives get a third "
+                        f"of it (default: {DOCTOR_TIMEOUT_S:g})")
 
 def add_demo_args(p: argparse.ArgumentParser):
     "The flags of `distrinews demo`."
@@ -113,6 +119,8 @@ def add_push_args(p: argparse.ArgumentParser):
     p.add_argument("--checkpoint", required=True, help="a checkpoint folder written by the trainer (e.g. runs/x/best)")
     p.add_argument("--repo-id", required=True, help="the model repository on the Hub, USER/NAME (created if missing)")
     p.add_argument("--private", action="store_true", help="create the repository as private")
+    p.add_argument("--last", action="store_true",
+                   help="allow a last/ checkpoint (its model files only; its training state is never uploaded)")
 
 FLAGS = {"demo": add_demo_args, "train": add_train_args, "eval": add_eval_args, "predict": add_predict_args,
          "serve": add_serve_args, "bench": add_bench_args, "push": add_push_args,
@@ -255,7 +263,7 @@ def doctor_versions() -> dict:
 def doctor_hardware() -> dict:
     "Each GPU (name, memory, compute capability, bf16, peer access), or the CPU (model, cores, native bf16/AMX)."
     import torch
-    from distrinews.ddp import cpu_has_native_bf16, describe_hardware
+    from distrinews.ddp import cpu_has_native_bf16, describe_hardware, gpu_has_native_bf16
     hw = describe_hardware()
     n = torch.cuda.device_count()
     if not n:
@@ -265,7 +273,7 @@ def doctor_hardware() -> dict:
     for i in range(n):
         p = torch.cuda.get_device_properties(i)
         gpus.append(dict(name=p.name, memory_gb=round(p.total_memory / 2**30, 1), capability=f"{p.major}.{p.minor}",
-                         fp16=True, bf16=p.major >= 8))                 # bf16 tensor cores from Ampere (8.x) on
+                         fp16=True, bf16=gpu_has_native_bf16(i)))   # bf16 tensor cores from Ampere (8.x) on
     peer = {f"{i}->{j}": torch.cuda.can_device_access_peer(i, j) for i in range(n) for j in range(n) if i != j}
     return dict(kind="gpu", count=n, gpus=gpus, peer_access=peer)
 
@@ -279,7 +287,7 @@ def doctor_environment() -> dict:
                 offline_mode=offline_mode(), hf_cache=home(constants.HF_HUB_CACHE), distrinews_cache=home(cache_dir()))
 
 # %% ../nbs/08_cli.ipynb #3fe14ba7
-def _doctor_rank(workdir: str, nproc: int) -> None:
+def _doctor_rank(workdir: str, nproc: int, timeout_s: float | None = None) -> None:
     "One rank of the doctor's checks: an all-reduce, then 10 training steps; results in `workdir/rankR.json`."
     import hashlib, json, torch
     import torch.distributed as dist
@@ -287,7 +295,7 @@ def _doctor_rank(workdir: str, nproc: int) -> None:
     from distrinews.ddp import setup_distributed
     from distrinews.model import unwrap
     from distrinews.train import Callback, train
-    env = setup_distributed()
+    env = setup_distributed(timeout_s=timeout_s)   # a short deadline: a peer that never answers fails the check
     t = torch.tensor([float(env.rank + 1)], device=env.device)
     if env.world_size > 1: dist.all_reduce(t)
     rec = dict(rank=env.rank, world_size=env.world_size, backend=env.backend, device=str(env.device), allreduce=t.item())
@@ -303,29 +311,50 @@ def _doctor_rank(workdir: str, nproc: int) -> None:
     Path(workdir, f"rank{env.rank}.json").write_text(json.dumps(rec))
 
 # %% ../nbs/08_cli.ipynb #35c8b5c4
-def _check(name: str, fn) -> dict:
-    "Run check `fn` (returns a one-line detail, raises on failure); its name, outcome, detail and seconds."
-    import time
-    t = time.perf_counter()
-    try: ok, detail = True, fn()
-    except Exception as e: ok, detail = False, f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-    return dict(name=name, ok=ok, detail=detail, seconds=round(time.perf_counter() - t, 1))
+def _check(name: str,                    # what the check is called in PASS/FAIL lines
+           fn,                           # the check: returns a one-line detail, raises on failure
+           timeout_s: float | None = None,  # the watchdog: no answer within this many seconds is a FAIL
+           on_timeout=None,              # called when the watchdog fires (e.g. to end the processes the check started)
+          ) -> dict:
+    "Run check `fn` under a watchdog; its name, outcome, detail and seconds."
+    import threading, time
+    t, out = time.perf_counter(), {}
+    def run():
+        try: out.update(ok=True, detail=fn())
+        except BaseException as e: out.update(ok=False, detail=f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+    th = threading.Thread(target=run, name=f"doctor-{name}", daemon=True)   # daemon: a hung check cannot hold the exit
+    th.start()
+    th.join(timeout_s)
+    if th.is_alive():
+        res = dict(ok=False, detail=f"no answer in {timeout_s:g} s")   # whatever the check says later
+        if on_timeout is not None:
+            on_timeout()
+            th.join(10)                # let it unwind (a launch notices its processes ended), but do not wait for ever
+    else: res = out
+    return dict(name=name, ok=res["ok"], detail=res["detail"], seconds=round(time.perf_counter() - t, 1))
+
+def _end_new_children(before: set) -> None:
+    "Kill the processes this process started since `before` (the ranks of a launch that did not answer)."
+    import multiprocessing
+    for p in set(multiprocessing.active_children()) - before: p.kill()
 
 def doctor_checks(workdir: Path,            # an empty folder for the run (created)
                   nproc: int | None = None,  # processes (default: one per GPU, else 2)
+                  timeout_s: float = DOCTOR_TIMEOUT_S,  # seconds each check may take; the ranks' collectives get a third
                  ) -> list[dict]:
     "The process group, a 10-step training run with identical weights on every rank, and a checkpoint round trip."
-    import json
+    import json, multiprocessing
     from distrinews.ddp import default_nproc
     from distrinews.train import launch_fn
     n, workdir = nproc or default_nproc(), Path(workdir)
     recs: list[dict] = []             # what each rank wrote
+    before = set(multiprocessing.active_children())
     def launched():
         workdir.mkdir(parents=True, exist_ok=True)
-        launch_fn(_doctor_rank, (str(workdir), n), n)
+        launch_fn(_doctor_rank, (str(workdir), n, max(1.0, timeout_s / 3)), n)
         recs.extend(json.loads((workdir/f"rank{r}.json").read_text()) for r in range(n))
         return f"{n} processes"
-    runs = _check("launch", launched)
+    runs = _check("launch", launched, timeout_s, on_timeout=lambda: _end_new_children(before))
     def group():
         if not runs["ok"]: raise RuntimeError(f"the processes did not run: {runs['detail']}")
         want = n * (n + 1) / 2
@@ -347,17 +376,35 @@ def doctor_checks(workdir: Path,            # an empty folder for the run (creat
         if [p["label"] for p in a] != [p["label"] for p in b] or diff > 1e-5:
             raise RuntimeError(f"the saved copy predicts differently (largest score difference {diff:.2g})")
         return f"best/ saved again and reloaded: the same {len(a)} predictions (scores within {diff:.1g})"
-    return [runs, _check("process group", group), _check("training", training), _check("checkpoint", round_trip)]
+    return [runs, _check("process group", group, timeout_s), _check("training", training, timeout_s),
+            _check("checkpoint", round_trip, timeout_s)]
 
 # %% ../nbs/08_cli.ipynb #1fca3572
+@contextlib.contextmanager
+def stdout_to_stderr():
+    "Send everything written to standard output (this process's prints, C libraries, child processes) to stderr."
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)                     # file descriptor 1 (inherited by the launched ranks) now writes to stderr
+    try:
+        with contextlib.redirect_stdout(sys.stderr): yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
 def run_doctor(args) -> int:
     "`distrinews doctor`: versions, hardware, Hub and caches, then the checks; 0 only if every check passes."
     import json, tempfile
-    report = dict(versions=doctor_versions(), hardware=doctor_hardware(), environment=doctor_environment())
-    if not args.json:
-        for k in ("versions", "hardware", "environment"): print(f"{k}: {report[k]}")
-    with tempfile.TemporaryDirectory() as tmp:
-        report["checks"] = doctor_checks(Path(args.workdir or tmp), args.nproc)
+    timeout = getattr(args, "timeout", DOCTOR_TIMEOUT_S)
+    if not timeout > 0: raise DistrinewsError(f"--timeout: must be > 0 seconds, got {timeout:g}")
+    # with --json, standard output is the report and nothing else: the ranks' logs go to stderr
+    with stdout_to_stderr() if args.json else contextlib.nullcontext():
+        report = dict(versions=doctor_versions(), hardware=doctor_hardware(), environment=doctor_environment())
+        if not args.json:
+            for k in ("versions", "hardware", "environment"): print(f"{k}: {report[k]}")
+        with tempfile.TemporaryDirectory() as tmp:
+            report["checks"] = doctor_checks(Path(args.workdir or tmp), args.nproc, timeout)
     report["ok"] = all(c["ok"] for c in report["checks"])
     if args.json: print(json.dumps(report))
     else:

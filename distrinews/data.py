@@ -286,8 +286,16 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler):
         self.shuffle, self.seed, self.group, self.mult, self.drop_last = shuffle, seed, group, mega_batch_mult, drop_last
         self.epoch, self.skip = 0, 0
 
+    @property
+    def num_batches(self) -> int:
+        "Batches in a whole epoch on each rank (before any `skip`)."
+        n, gbs = len(self.lengths), self.bs * self.R
+        return n // gbs if self.drop_last else math.ceil((n + (-n) % self.R) / gbs)
+
     def set_epoch(self, epoch: int, skip: int = 0):
-        "Reseed the shuffle for `epoch`; `skip` batches at the start (resuming mid-epoch)."
+        "Reseed the shuffle for `epoch`; `skip` batches at the start (resuming mid-epoch), fewer than the epoch has."
+        if skip and not 0 < skip < self.num_batches:   # an epoch with nothing left would make a training loop spin
+            raise ValueError(f"skip: {skip} batches asked, an epoch has {self.num_batches}: nothing would be left of it")
         self.epoch, self.skip = epoch, skip
 
     def _global_batches(self) -> list[list[int]]:
@@ -308,9 +316,7 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler):
     def __iter__(self):
         for b in self._global_batches()[self.skip:]: yield b[self.rank::self.R]
 
-    def __len__(self) -> int:
-        n, gbs = len(self.lengths), self.bs * self.R
-        return (n // gbs if self.drop_last else math.ceil((n + (-n) % self.R) / gbs)) - self.skip
+    def __len__(self) -> int: return self.num_batches - self.skip
 
 # %% ../nbs/01_data.ipynb #7f697816
 def padding_stats(lengths: Sequence[int], batches) -> dict:

@@ -10,10 +10,11 @@ import torch
 import torch.distributed as dist
 
 # %% auto #0
-__all__ = ['DistEnv', 'setup_distributed', 'cleanup_distributed', 'abort_distributed', 'get_rank', 'get_world_size', 'rank_print',
-           'all_reduce_mean', 'all_reduce_sum', 'all_reduce_max', 'barrier', 'main_process_first', 'seed_everything',
-           'check_can_fork', 'default_nproc', 'gather_eval', 'classification_metrics', 'describe_hardware',
-           'cpu_has_native_bf16', 'free_port', 'peak_mem_mb']
+__all__ = ['DEFAULT_TIMEOUT_S', 'DistEnv', 'collective_timeout', 'setup_distributed', 'cleanup_distributed', 'abort_distributed',
+           'get_rank', 'get_world_size', 'rank_print', 'all_reduce_mean', 'all_reduce_sum', 'all_reduce_max', 'barrier',
+           'main_process_first', 'seed_everything', 'check_can_fork', 'default_nproc', 'launched_processes',
+           'gather_eval', 'classification_metrics', 'describe_hardware', 'cpu_has_native_bf16', 'gpu_has_native_bf16',
+           'auto_precision', 'free_port', 'peak_mem_mb']
 
 # %% ../nbs/03_ddp.ipynb #7f1add72
 @dataclass
@@ -31,13 +32,24 @@ class DistEnv:
     def distributed(self) -> bool: return self.world_size > 1
 
 # %% ../nbs/03_ddp.ipynb #b354c059
+DEFAULT_TIMEOUT_S = 600   # a collective waits at most this long for the other ranks (torch's default: 1800)
+
+def collective_timeout(timeout_s: float | None = None) -> float:
+    "Seconds a collective may wait: `timeout_s`, else `$DISTRINEWS_TIMEOUT_S`, else `DEFAULT_TIMEOUT_S`; one line if bad."
+    raw = timeout_s if timeout_s is not None else os.environ.get("DISTRINEWS_TIMEOUT_S") or DEFAULT_TIMEOUT_S
+    try: t = float(raw)
+    except (TypeError, ValueError): t = float("nan")
+    if not t > 0: raise ValueError(f"DISTRINEWS_TIMEOUT_S / timeout_s: expected a number of seconds > 0, got {raw!r}")
+    return t
+
 def setup_distributed(backend: str | None = None,  # default: nccl when each process has its own GPU, else gloo
-                      timeout_s: int = 1800,        # how long a collective may wait for the other ranks
+                      timeout_s: float | None = None,  # how long a collective may wait for the other ranks (see `collective_timeout`)
                      ) -> DistEnv:
     "Join the process group described by the launcher's environment (no-op for one process); bind the device."
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     local_world = os.environ.get("LOCAL_WORLD_SIZE")   # unset: trust LOCAL_RANK (WORLD_SIZE counts every node)
+    timeout = datetime.timedelta(seconds=collective_timeout(timeout_s))
     n_gpus = torch.cuda.device_count()
     fits = local_rank < n_gpus if local_world is None else int(local_world) <= n_gpus
     if n_gpus and fits:                          # one GPU per process
@@ -52,7 +64,7 @@ def setup_distributed(backend: str | None = None,  # default: nccl when each pro
         # N processes on one CPU share its cores: give each its share instead of N x all of them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, procs)))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend, rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
+        dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout)
     return DistEnv(rank, world, local_rank, device, backend if world > 1 else None)
 
 def cleanup_distributed() -> None:
@@ -143,6 +155,14 @@ def default_nproc() -> int:
     "One process per GPU, or 2 processes on a CPU-only machine (asks the driver; creates no CUDA context)."
     return torch.cuda.device_count() or 2
 
+def launched_processes(num_processes: int) -> int:
+    "How many processes `notebook_launcher(fn, num_processes=...)` runs here: 1 on Colab with fewer than 2 GPUs, and for a launch of 1."
+    try: from IPython import get_ipython
+    except ImportError: return max(1, num_processes)
+    kaggle = any(k.startswith("KAGGLE") for k in os.environ)
+    colab = not kaggle and "google.colab" in str(get_ipython())     # accelerate's own test
+    return 1 if num_processes <= 1 or (colab and torch.cuda.device_count() < 2) else num_processes
+
 # %% ../nbs/03_ddp.ipynb #e3b8ab40
 def gather_eval(idx: torch.Tensor,     # row index of each evaluated row on this rank
                 preds: torch.Tensor,   # predicted class ids
@@ -180,17 +200,28 @@ def classification_metrics(preds: torch.Tensor,                # predicted class
                 n=n, confusion=cm.long().tolist())
 
 # %% ../nbs/03_ddp.ipynb #c3eafe68
+def _nvml_gpus(n: int) -> list[dict]:
+    "Name and compute capability of the first `n` GPUs, from the driver (NVML, package nvidia-ml-py): no CUDA context."
+    import pynvml
+    pynvml.nvmlInit()
+    out = []
+    for i in range(n):
+        h = pynvml.nvmlDeviceGetHandleByIndex(i)
+        name, (major, minor) = pynvml.nvmlDeviceGetName(h), pynvml.nvmlDeviceGetCudaComputeCapability(h)
+        out.append(dict(name=name.decode() if isinstance(name, bytes) else name, capability=f"{major}.{minor}"))
+    return out
+
 def describe_hardware() -> dict:
-    "GPU count/names (without initializing CUDA) or the CPU model and cores of this machine."
+    "GPU count, names and compute capabilities (without initializing CUDA) or the CPU model and cores of this machine."
     n = torch.cuda.device_count()
     if n:
-        try:
-            import pynvml
-            pynvml.nvmlInit()
-            names = [pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(n)]
-            names = [x.decode() if isinstance(x, bytes) else x for x in names]
-        except Exception: names = ["unknown GPU"] * n
-        return dict(kind="gpu", count=n, name=names[0], names=names, cpu_cores=os.cpu_count())
+        if torch.cuda.is_initialized():      # a context exists already: torch can answer without creating one
+            gpus = [dict(name=torch.cuda.get_device_name(i), capability="{}.{}".format(*torch.cuda.get_device_capability(i))) for i in range(n)]
+        else:
+            try: gpus = _nvml_gpus(n)
+            except Exception: gpus = [dict(name="unknown GPU", capability=None)] * n   # no NVML: say so, never guess
+        return dict(kind="gpu", count=n, name=gpus[0]["name"], names=[g["name"] for g in gpus],
+                    capability=gpus[0]["capability"], cpu_cores=os.cpu_count())
     cpu = "unknown CPU"
     try:
         for line in open("/proc/cpuinfo"):
@@ -204,6 +235,18 @@ def describe_hardware() -> dict:
 def cpu_has_native_bf16() -> bool:
     "Whether this CPU computes bf16 dot products natively (AVX512-BF16 or AMX tiles)."
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+def gpu_has_native_bf16(index: int = 0) -> bool:
+    "Whether GPU `index` has bf16 tensor cores: compute capability 8.0 or newer (a T4, 7.5, only emulates bf16)."
+    return tuple(torch.cuda.get_device_capability(index)) >= (8, 0)
+
+def auto_precision(device: torch.device) -> tuple[str, str]:
+    "What `auto` means on `device` (`bf16` where native, `fp16` on older GPUs, else `fp32`), and why."
+    if device.type == "cuda":
+        if gpu_has_native_bf16(device.index or 0): return "bf16", "auto: this GPU has native bf16"
+        return "fp16", "auto: this GPU has no native bf16, fp16 with loss scaling"
+    if device.type == "cpu" and cpu_has_native_bf16(): return "bf16", "auto: this CPU has native bf16 (AVX512-BF16 or AMX)"
+    return "fp32", f"auto: no native bf16 on this {device.type}"
 
 # %% ../nbs/03_ddp.ipynb #3abf9667
 def free_port() -> int:

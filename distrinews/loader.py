@@ -67,17 +67,15 @@ def pick_device(device: str | None = None) -> torch.device:
 # %% ../nbs/05_loader.ipynb #dfe1acd8
 DTYPES = ("auto", "fp32", "bf16", "fp16", "int8")
 
-from .ddp import cpu_has_native_bf16   # defined in 03_ddp (the trainer asks it too); re-exported here
+from .ddp import auto_precision, cpu_has_native_bf16   # 03_ddp: one decision for the trainer and the loader
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:
-    "`dtype` with `auto` resolved for `device`: bf16 on native-bf16 CPUs and bf16 GPUs, fp16 on other GPUs, fp32 otherwise."
+    "`dtype` with `auto` resolved for `device`: what the trainer's `auto` means there (`auto_precision`)."
     if dtype not in DTYPES: raise ModelError(f"dtype: must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if dtype == "int8" and device.type != "cpu":
         raise ModelError("dtype: int8 (dynamic quantization) runs on CPU only; use bf16 or fp16 on a GPU")
     if dtype != "auto": return dtype
-    if device.type == "cuda": return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu" and cpu_has_native_bf16(): return "bf16"
-    return "fp32"
+    return auto_precision(device)[0]   # the trainer's `precision=auto` asks the same function
 
 # %% ../nbs/05_loader.ipynb #f180ab50
 def quantize_int8(model: nn.Module) -> nn.Module:

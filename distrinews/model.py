@@ -45,7 +45,9 @@ def _from_pretrained(name: str, **kw):
     tok = AutoTokenizer.from_pretrained(name, **kw)
     model = AutoModelForSequenceClassification.from_pretrained(
         name, num_labels=len(LABELS), id2label=ID2LABEL, label2id=LABEL2ID, **kw)
-    return model, tok
+    # transformers 5 loads in the dtype the checkpoint was saved in (OPT: fp16). Trainable weights must be fp32 (AdamW
+    # and GradScaler need fp32 masters; autocast makes the fp16/bf16 copies), so cast on every path.
+    return model.float(), tok
 
 def check_not_sharded(path: Path) -> None:
     "Raise a `ModelError` if folder `path` holds an FSDP run's sharded training state (its `last/`) instead of a model."

@@ -4,9 +4,10 @@
 
 # %% ../nbs/04_trainer.ipynb #209e9fe9
 from __future__ import annotations
-import argparse, contextlib, json, logging, math, os, random, shutil, sys, tempfile, time, uuid
+import argparse, contextlib, hashlib, json, logging, math, os, random, shutil, sys, tempfile, time, uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+import pyarrow.compute as pc
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -18,21 +19,23 @@ from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 from .config import Config, ConfigError, DistrinewsError, LABELS, add_config_args, config_from_args, load_config
 from .data import DataError, LengthGroupedBatchSampler, load_source, make_collator, tokenize, train_val_split
-from .ddp import (DistEnv, abort_distributed, cpu_has_native_bf16, all_reduce_max, all_reduce_mean, all_reduce_sum, barrier, classification_metrics, cleanup_distributed,
+from .ddp import (DistEnv, abort_distributed, auto_precision, cpu_has_native_bf16, all_reduce_max, all_reduce_mean, all_reduce_sum, barrier, classification_metrics, cleanup_distributed,
                             describe_hardware, free_port, gather_eval, main_process_first, peak_mem_mb, rank_print,
                             seed_everything, setup_distributed)
 from .fsdp import full_state_dict, grad_sync, is_sharded, load_sharded, local_state_bytes, save_sharded, shard_model
 from .model import ModelError, load_model, save_model, unwrap, write_model_card
 
 # %% auto #0
-__all__ = ['RESULTS', 'BROKEN_COLLECTIVE', 'choose_precision', 'resolve_precision', 'autocast_for', 'make_loader', 'evaluate',
-           'TrainState', 'Callback', 'JsonlLogger', 'TensorBoardLogger', 'ProgressBar', 'EarlyStopping',
-           'atomic_dir_write', 'find_checkpoint', 'OutOfMemory', 'out_of_memory', 'backoff', 'fit_batch_size', 'Run',
-           'save_training_state', 'load_training_state', 'check_output', 'start_run', 'check_resume', 'check_split',
-           'build_datasets', 'build_model_and_data', 'build_optimizer', 'attach_callbacks', 'accumulation_window',
-           'accumulation_groups', 'micro_step', 'optimizer_step', 'evaluate_and_keep_best', 'log_step', 'after_step',
-           'fit', 'train_flops_per_token', 'measure_peak_flops', 'finish', 'train', 'tiny_checkpoint', 'RankFailed',
-           'launch_fn', 'launch', 'evaluate_checkpoint', 'preflight', 'run_train', 'check_checkpoint_dir', 'run_eval']
+__all__ = ['RESULTS', 'RESUME_FIELDS', 'BROKEN_COLLECTIVE', 'choose_precision', 'resolve_precision', 'autocast_for',
+           'make_loader', 'evaluate', 'TrainState', 'Callback', 'truncate_metrics', 'JsonlLogger', 'TensorBoardLogger',
+           'ProgressBar', 'EarlyStopping', 'atomic_dir_write', 'find_checkpoint', 'OutOfMemory', 'out_of_memory',
+           'backoff', 'fit_batch_size', 'Run', 'save_training_state', 'load_training_state', 'check_output',
+           'start_run', 'settings_fingerprint', 'rows_digest', 'rows_fingerprint', 'saved_fingerprint', 'check_resume',
+           'check_split', 'build_datasets', 'build_model_and_data', 'build_optimizer', 'attach_callbacks',
+           'accumulation_window', 'accumulation_groups', 'micro_step', 'optimizer_step', 'evaluate_and_keep_best',
+           'log_step', 'after_step', 'start_epoch', 'fit', 'train_flops_per_token', 'measure_peak_flops', 'finish',
+           'train', 'tiny_checkpoint', 'RankFailed', 'launch_fn', 'launch', 'evaluate_checkpoint', 'preflight',
+           'run_train', 'check_checkpoint_dir', 'run_eval']
 
 # %% ../nbs/04_trainer.ipynb #f6ac0163
 def choose_precision(precision: str,       # fp32, fp16, bf16 or auto
@@ -45,11 +48,7 @@ def choose_precision(precision: str,       # fp32, fp16, bf16 or auto
         if device.type == "cpu" and precision == "bf16" and not cpu_has_native_bf16():
             why += "; slow: this CPU has no native bf16 (AVX512-BF16/AMX), it is emulated"
         return precision, why
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported(including_emulation=False): return "bf16", "auto: this GPU has native bf16"
-        return "fp16", "auto: this GPU has no native bf16, fp16 with loss scaling"
-    if device.type == "cpu" and cpu_has_native_bf16(): return "bf16", "auto: this CPU has native bf16 (AVX512-BF16 or AMX)"
-    return "fp32", f"auto: no native bf16 on this {device.type}"
+    return auto_precision(device)   # one decision for training and serving (03_ddp)
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     "The concrete precision (`fp32`, `fp16` or `bf16`) that `precision` means on `device`."
@@ -122,21 +121,37 @@ class Callback:
     def on_train_end(self, state: TrainState, summary: dict): pass
 
 # %% ../nbs/04_trainer.ipynb #d8b52b45
+def truncate_metrics(path: Path,  # a `metrics.jsonl`
+                     step: int,   # the optimizer step a resumed run continues from
+                    ) -> int:
+    "Drop the records of `path` after `step` (and a last line cut short by a kill); how many lines were dropped."
+    lines = Path(path).read_text().splitlines()
+    def keep(line: str) -> bool:
+        try: return json.loads(line).get("step", 0) <= step
+        except json.JSONDecodeError: return False
+    kept = [l for l in lines if keep(l)]
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    tmp.write_text("".join(l + "\n" for l in kept))
+    tmp.replace(path)                                  # atomic: a kill now leaves the old file or the new one
+    return len(lines) - len(kept)
+
 class JsonlLogger(Callback):
     "Append every log and evaluation event as one JSON line to `path` (`OUT/metrics.jsonl`)."
-    def __init__(self, path: Path, start_fresh: bool = True):
+    def __init__(self, path: Path,
+                 resume_step: int | None = None):  # None: a new run (the file starts empty); else the step a resumed run continues from
         self.path = Path(path)
-        if start_fresh and self.path.exists(): self.path.unlink()
+        if resume_step is None: self.path.unlink(missing_ok=True)
+        elif self.path.exists(): truncate_metrics(self.path, resume_step)   # logged after last/ was saved: logged again now
     def _write(self, rec: dict):
         with self.path.open("a") as f: f.write(json.dumps(rec) + "\n")
     def on_log(self, state, logs): self._write({"event": "train", **logs})
     def on_evaluate(self, state, metrics): self._write({"event": "eval", "step": state.global_step, "epoch": state.epoch, **metrics})
 
 class TensorBoardLogger(Callback):
-    "Scalars to TensorBoard (`OUT/tb`), when `tensorboard` is installed."
-    def __init__(self, log_dir: Path):
+    "Scalars to TensorBoard (`OUT/tb`), when `tensorboard` is installed; a resumed run hides what was logged after its step."
+    def __init__(self, log_dir: Path, resume_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
-        self.w = SummaryWriter(str(log_dir))
+        self.w = SummaryWriter(str(log_dir), purge_step=None if resume_step is None else resume_step + 1)
     def on_log(self, state, logs):
         for k in ("loss", "lr", "samples_per_s", "tokens_per_s"): self.w.add_scalar(f"train/{k}", logs[k], state.global_step)
     def on_evaluate(self, state, metrics):
@@ -217,7 +232,9 @@ def backoff(bs: int, per_device: int) -> tuple[int, int]:
     return bs, math.ceil(per_device / bs)
 
 def _probe(model, bs: int, max_len: int, env: DistEnv, precision: str) -> bool:
-    "True if a forward and backward of `bs` x `max_len` tokens fits, with room for the optimizer state and DDP buckets."
+    "True if a training forward and backward of `bs` x `max_len` tokens fits, with room for the optimizer state and DDP buckets."
+    was_training = model.training
+    model.train()       # as in training: dropout masks, and gradient checkpointing (only active while training)
     try:
         room = torch.empty(3 * local_state_bytes(model)["gradients"] // 4, dtype=torch.float32, device=env.device)   # grads + AdamW
         x = torch.ones(bs, max_len, dtype=torch.long, device=env.device)
@@ -228,6 +245,7 @@ def _probe(model, bs: int, max_len: int, env: DistEnv, precision: str) -> bool:
         return True
     except torch.cuda.OutOfMemoryError: return False
     finally:
+        model.train(was_training)
         model.zero_grad(set_to_none=True)
         torch.cuda.empty_cache()
 
@@ -285,6 +303,7 @@ class Run:
     precision_reason: str = ""                 # why that precision (auto's choice, or asked for)
     resume_from: Path | None = None            # `last/` to resume from, if any
     saved: dict = field(default_factory=dict)  # its trainer_state.json
+    fingerprint: dict = field(default_factory=dict)  # what fixes the data order and the schedule (saved in last/)
     model: torch.nn.Module | None = None       # wrapped in DDP (and compiled) when asked
     tok: object = None
     train_dl: DataLoader | None = None
@@ -301,7 +320,7 @@ class Run:
     t_start: float = field(default_factory=time.perf_counter)
 
     @property
-    def micro_per_epoch(self) -> int: return len(self.train_dl.batch_sampler) + self.train_dl.batch_sampler.skip
+    def micro_per_epoch(self) -> int: return self.train_dl.batch_sampler.num_batches
 
 # %% ../nbs/04_trainer.ipynb #3194b999
 def _rng_state() -> dict:
@@ -320,12 +339,14 @@ def _set_rng_state(s: dict) -> None:
 def save_training_state(run: Run) -> None:
     "Write `out/last/` atomically from rank 0 with everything needed to resume exactly; all ranks must call it."
     env = run.env
-    rngs = [None] * env.world_size
-    if env.distributed: dist.all_gather_object(rngs, _rng_state())
-    else: rngs = [_rng_state()]
+    mine = (_rng_state(), run.meter["loss_sum"].cpu())   # this rank's generators and running loss since the last log
+    ranks = [None] * env.world_size
+    if env.distributed: dist.all_gather_object(ranks, mine)
+    else: ranks = [mine]
     sharded = is_sharded(run.model)
     meta = {**asdict(run.state), "world_size": env.world_size, "precision": run.precision, "sharded": sharded,
-            "per_device_batch": run.bs, "effective_grad_accum": run.accum, "config": asdict(run.cfg)}
+            "per_device_batch": run.bs, "effective_grad_accum": run.accum, "fingerprint": run.fingerprint,
+            "config": asdict(run.cfg)}
     tmp = None
     if sharded:                      # FSDP: every rank writes its shards of the weights and the optimizer state
         tmp = run.out/f".last.tmp-step{run.state.global_step}"
@@ -338,13 +359,14 @@ def save_training_state(run: Run) -> None:
         else:
             save_model(run.model, run.tok, tmp)
             torch.save(run.opt.state_dict(), tmp/"optimizer.pt")
-        torch.save({"scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(), "rng": rngs}, tmp/"state.pt")
+        torch.save({"scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(), "rng": [r for r, _ in ranks],
+                    "loss_sum": [l for _, l in ranks], "loss_n": run.meter["loss_n"]}, tmp/"state.pt")
         (tmp/"trainer_state.json").write_text(json.dumps(meta, indent=1))
     if env.is_main: atomic_dir_write(run.out/"last", write, tmp)
     barrier()
 
 def load_training_state(run: Run) -> TrainState:
-    "Restore model weights, optimizer, scheduler, scaler and this rank's RNG from `run.resume_from`; the saved `TrainState`."
+    "Restore weights, optimizer, scheduler, scaler, this rank's RNG and running loss from `run.resume_from`; the saved `TrainState`."
     last, env = run.resume_from, run.env
     if is_sharded(run.model): load_sharded(last/"sharded", run.model, run.opt)   # each rank its own shards
     else:
@@ -354,6 +376,8 @@ def load_training_state(run: Run) -> TrainState:
     run.sched.load_state_dict(st["scheduler"])
     run.scaler.load_state_dict(st["scaler"])
     _set_rng_state(st["rng"][env.rank])
+    if "loss_sum" in st:   # `fit` continues this window (checkpoints from before it was saved start an empty one)
+        run.meter = dict(loss_sum=st["loss_sum"][env.rank].to(env.device), loss_n=st["loss_n"])
     return TrainState(**{k: v for k, v in run.saved.items() if k in TrainState.__dataclass_fields__})
 
 # %% ../nbs/04_trainer.ipynb #897baba6
@@ -384,26 +408,52 @@ def start_run(cfg: Config, env: DistEnv) -> Run:
     run.out.mkdir(parents=True, exist_ok=True)
     run.resume_from = find_checkpoint(run.out/"last", need_state=True) if cfg.resume else None
     if cfg.resume and run.resume_from is None: rank_print(f"resume: no checkpoint in {run.out/'last'}, starting from scratch")
-    if run.resume_from is not None: run.saved = check_resume(run.resume_from, cfg, env, run.precision)
+    if run.resume_from is not None:
+        run.saved = json.loads((run.resume_from/"trainer_state.json").read_text())
+        check_resume(run.resume_from, run.saved, settings_fingerprint(cfg, env, run.precision))   # the rows: in step 2
     if cfg.strategy == "fsdp" and not env.distributed: rank_print("strategy fsdp: one process has nothing to share its shards with; training unsharded")
     rank_print(f"distrinews: {env.world_size} process(es) on {env.device.type} ({env.backend or 'no process group'}), "
                f"{cfg.strategy if env.distributed else 'one process'}, precision {run.precision} ({run.precision_reason}), "
                f"model {cfg.model}, data {cfg.data}")
     return run
 
-def check_resume(last: Path, cfg: Config, env: DistEnv, precision: str) -> dict:
-    "The `trainer_state.json` of `last`, after checking that this run can continue it exactly."
-    meta = json.loads((last/"trainer_state.json").read_text())
-    saved = meta["config"]
-    for k in ("batch_size", "grad_accum", "seed", "data", "model", "max_length", "strategy"):
-        if saved.get(k, "ddp") != getattr(cfg, k):
-            raise ConfigError(f"{k}: resuming {last} needs the same {k} as the run that wrote it ({saved.get(k, 'ddp')!r}), got {getattr(cfg, k)!r}")
-    if meta["world_size"] != env.world_size:
-        raise ConfigError(f"nproc: {last} was written by {meta['world_size']} process(es), this run has {env.world_size}; resume with the same number")
-    if meta.get("precision", precision) != precision:   # fp16 keeps a loss scale that bf16/fp32 runs do not have
-        raise ConfigError(f"precision: {last} was trained in {meta['precision']}, this run would use {precision}; "
-                          f"resume with --precision {meta['precision']}")
-    return meta
+RESUME_FIELDS = ("model", "data", "eval_data", "val_fraction", "max_train_samples", "max_length", "drop_invalid",
+                 "group_by_length", "seed", "batch_size", "grad_accum", "strategy",     # the data order
+                 "epochs", "max_steps", "lr", "weight_decay", "warmup_ratio")           # the schedule
+
+def settings_fingerprint(cfg: Config, env: DistEnv, precision: str) -> dict:
+    "The settings that fix the data order and the schedule: `RESUME_FIELDS`, the number of processes, the resolved precision."
+    return {**{k: getattr(cfg, k) for k in RESUME_FIELDS}, "world_size": env.world_size, "precision": precision}
+
+def rows_digest(ds) -> str:
+    "A short hash of a tokenized dataset's rows in order (token ids and labels): other rows or another order, another hash."
+    t = ds.with_format("arrow")[:]
+    ids, h = t.column("input_ids").combine_chunks(), hashlib.sha256()
+    for a in (pc.list_value_length(ids), pc.list_flatten(ids), t.column("label").combine_chunks()):
+        h.update(a.to_numpy(zero_copy_only=False).astype("int64").tobytes())
+    return h.hexdigest()[:16]
+
+def rows_fingerprint(train_ds, eval_ds) -> dict:
+    "The number of training and evaluation rows and a hash of each set's rows, in order."
+    return dict(train_rows=len(train_ds), train_rows_sha256=rows_digest(train_ds),
+                eval_rows=len(eval_ds), eval_rows_sha256=rows_digest(eval_ds))
+
+def saved_fingerprint(meta: dict) -> dict:
+    "The fingerprint in a `trainer_state.json`; for checkpoints written before there was one, what its config recorded."
+    if "fingerprint" in meta: return meta["fingerprint"]
+    return {**meta["config"], "world_size": meta["world_size"], **({"precision": meta["precision"]} if "precision" in meta else {})}
+
+def check_resume(last: Path,   # the `last/` checkpoint to continue
+                 meta: dict,   # its trainer_state.json
+                 now: dict,    # this run's fingerprint (or part of it)
+                ) -> None:
+    "Refuse, in one line naming each changed field (old → new), a resume whose fingerprint differs from `last/`'s."
+    saved = saved_fingerprint(meta)
+    changed = [f"{k}: {saved[k]} → {v}" for k, v in now.items() if k in saved and saved[k] != v]   # unrecorded: not checked
+    if changed:
+        raise ConfigError(f"resume: {last} was written with other settings, which fix the data order and the schedule: "
+                          f"{'; '.join(changed)}. Resume with the settings it was written with, or start anew with "
+                          f"--overwrite (or another --output)")
 
 # %% ../nbs/04_trainer.ipynb #7086b633
 def check_split(labels: list[int], val_fraction: float, source: str) -> None:
@@ -437,6 +487,8 @@ def build_model_and_data(run: Run) -> None:
     seed_everything(cfg.seed)
     model, run.tok = load_model(cfg.model, dropout=cfg.dropout)
     train_ds, eval_ds = build_datasets(cfg, run.tok)
+    run.fingerprint = {**settings_fingerprint(cfg, env, run.precision), **rows_fingerprint(train_ds, eval_ds)}
+    if run.resume_from is not None: check_resume(run.resume_from, run.saved, run.fingerprint)   # the same rows, too
     model = _apply_options(model, cfg)
     fsdp = cfg.strategy == "fsdp" and env.distributed
     model = shard_model(model, env) if fsdp else model.to(env.device)   # fully_shard moves only this rank's shards
@@ -463,6 +515,9 @@ def build_optimizer(run: Run) -> None:
         seed_everything(cfg.seed + env.rank)   # dropout masks differ between ranks, like between batches
         return
     run.state = load_training_state(run)
+    if run.state.total_steps != total:   # the fingerprint makes this impossible; a checkpoint without one may not
+        raise ConfigError(f"resume: {run.resume_from} was written for {run.state.total_steps} optimizer steps, this run's data and "
+                          f"settings make {total}; resume with the same ones, or start anew with --overwrite")
     rank_print(f"resumed from {run.resume_from} at step {run.state.global_step} "
                f"(epoch {run.state.epoch}, batch {run.state.batches_done})")
 
@@ -471,8 +526,9 @@ def attach_callbacks(run: Run, callbacks: list[Callback], progress: bool) -> Non
     "Step 4: the user's callbacks, plus the logger, progress bar and TensorBoard on rank 0 and early stopping."
     cbs = list(callbacks)
     if run.env.is_main:
-        cbs += [JsonlLogger(run.out/"metrics.jsonl", start_fresh=run.resume_from is None), ProgressBar()]
-        try: cbs.append(TensorBoardLogger(run.out/"tb"))
+        resumed = None if run.resume_from is None else run.state.global_step
+        cbs += [JsonlLogger(run.out/"metrics.jsonl", resumed), ProgressBar()]
+        try: cbs.append(TensorBoardLogger(run.out/"tb", resumed))
         except ImportError: pass
     if run.cfg.patience: cbs.append(EarlyStopping(run.cfg.patience))
     run.callbacks = cbs
@@ -574,14 +630,24 @@ def after_step(run: Run) -> bool:
     return bool(state.should_stop or done)
 
 # %% ../nbs/04_trainer.ipynb #8d6c8512
+def start_epoch(run: Run) -> None:
+    "Point the sampler at `state.epoch`, past its micro-batches already done; a `DataError` if none are left (never an empty pass)."
+    state, n = run.state, run.micro_per_epoch
+    if n == 0: raise DataError(f"data: {run.cfg.data} gives no training batches")
+    if state.batches_done >= n:   # a resumed run whose data changed (the fingerprint catches that first, when last/ has one)
+        raise DataError(f"data: an epoch has {n} micro-batch(es) of {run.bs} rows, but {run.resume_from} is at micro-batch "
+                        f"{state.batches_done} of epoch {state.epoch}: the training data differs from the run that wrote it; "
+                        f"resume with the same data, or start anew with --overwrite")
+    run.train_dl.batch_sampler.set_epoch(state.epoch, skip=state.batches_done)
+
 def fit(run: Run) -> None:
     "Steps 5-7 over the epochs, until `total_steps` or early stopping."
     state, dev = run.state, run.env.device
     run.meter = dict(train_time=0.0, samples=0, tokens=torch.zeros((), device=dev), loss_sum=torch.zeros((), device=dev),
-                     loss_n=0, t0=time.perf_counter())
+                     loss_n=0, t0=time.perf_counter()) | run.meter   # a resumed run continues its running loss (from last/)
     run.model.train()
     while state.global_step < state.total_steps and not state.should_stop:
-        run.train_dl.batch_sampler.set_epoch(state.epoch, skip=state.batches_done)
+        start_epoch(run)                                   # every pass makes at least one step: the loop cannot spin
         for group in accumulation_groups(run.train_dl, state.batches_done, run.accum, run.micro_per_epoch):
             rows = sum(len(b["labels"]) for b in group)
             try:
