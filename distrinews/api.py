@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_api.ipynb #30e81234
 from __future__ import annotations
-import argparse, asyncio, errno, html, itertools, json, socket, sys, time
+import argparse, asyncio, contextlib, errno, html, itertools, json, socket, sys, time
 from importlib.resources import files
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +20,9 @@ from .model import ModelError
 # %% auto #0
 __all__ = ['MAX_TEXTS', 'MAX_CHARS', 'MAX_BODY', 'BODY_TIMEOUT_S', 'QUEUE_SIZE', 'QUEUE_TEXTS', 'MAX_CONNECTIONS', 'APIError',
            'ClientGone', 'read_json', 'PredictRequest', 'BatchRequest', 'Prediction', 'BatchResponse', 'parse_body',
-           'check_request_texts', 'Overloaded', 'Job', 'MicroBatcher', 'render_page', 'wait_for_answer', 'service_info',
-           'create_app', 'add_info_routes', 'add_predict_routes', 'add_error_handlers', 'check_port', 'run_serve',
-           'NaiveRequest', 'naive_app']
+           'check_request_texts', 'Overloaded', 'ShuttingDown', 'Job', 'MicroBatcher', 'render_page', 'wait_for_answer',
+           'service_info', 'create_app', 'add_info_routes', 'add_predict_routes', 'add_error_handlers', 'check_port',
+           'graceful_server', 'run_serve', 'NaiveRequest', 'naive_app']
 
 # %% ../nbs/06_api.ipynb #cceed7c8
 MAX_TEXTS = 64          # texts in one /predict/batch request (more: 413)
@@ -121,7 +121,10 @@ def check_request_texts(texts: Sequence[str],          # the texts of one reques
 
 # %% ../nbs/06_api.ipynb #9887c38e
 class Overloaded(Exception):
-    "The request queue is full."
+    "The request queue is full: the route answers 503 with Retry-After."
+
+class ShuttingDown(Overloaded):
+    "The server is stopping and will not compute this request: 503 with Retry-After too (retry elsewhere or later)."
 
 class Job(NamedTuple):
     "One request in the queue: its texts and the future its route awaits."
@@ -145,7 +148,9 @@ class MicroBatcher:
         self.queue_size, self.queue_texts = queue_size, queue_texts
         self.loop = self.task = self.wakeup = None
         self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="distrinews-model")   # every forward pass on one thread
+        self.closed = False                            # set by `stop`: no new requests
         self.pending: dict[int, Job] = {}              # insertion order = arrival order
+        self.in_model: list[Job] = []                  # the batch in the forward pass now
         self.queued_texts = 0
         self.batches = self.texts = self.dropped = self.retried = 0
         self._keys, self._last = itertools.count(), 1
@@ -157,11 +162,19 @@ class MicroBatcher:
             self.pending, self.queued_texts = {}, 0
             self.task = loop.create_task(self._run())
 
+    def start(self):
+        "Take requests again after `stop` (the app's startup calls it): a fresh model thread if the last one was shut down."
+        if self.closed:
+            self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="distrinews-model")
+            self.loop = self.task = None                 # the worker starts again with the next request
+        self.closed = False
+
     @property
     def waiting(self) -> int: return len(self.pending)
 
     def enqueue(self, texts: list[str]) -> asyncio.Future:
-        "Queue `texts`; the future of their predictions. `Overloaded` at once if the queue is full."
+        "Queue `texts`; the future of their predictions. `Overloaded` at once if the queue is full, `ShuttingDown` once stopped."
+        if self.closed: raise ShuttingDown("the server is shutting down")
         self._ensure_started()
         if len(self.pending) >= self.queue_size: raise Overloaded(f"{self.queue_size} requests are already waiting")
         if self.pending and self.queued_texts + len(texts) > self.queue_texts:
@@ -187,6 +200,7 @@ class MicroBatcher:
 
     async def _next_batch(self) -> list[Job]:
         while not self.pending:
+            if self.closed: return []
             self.wakeup.clear()
             await self.wakeup.wait()
         batch = [self._forget(next(iter(self.pending)))]
@@ -205,11 +219,12 @@ class MicroBatcher:
         return batch
 
     async def _run(self):
-        while True:
+        while not self.closed:
             batch = [job for job in await self._next_batch() if not job.future.done()]   # skip requests whose client left
             if not batch: continue
-            self._last = len(batch)
-            await self._compute(batch)
+            self._last, self.in_model = len(batch), batch
+            try: await self._compute(batch)
+            finally: self.in_model = []
 
     async def _compute(self, batch: list[Job]):
         "One forward pass for `batch`; if it fails, each request again alone, so only a bad one fails."
@@ -230,15 +245,26 @@ class MicroBatcher:
             if not job.future.done(): job.future.set_result(preds[i:i + len(job.texts)])
             i += len(job.texts)
 
-    async def stop(self):
-        "Cancel the worker and fail what is still queued."
-        if self.task and not self.task.done():
-            self.task.cancel()
-            try: await self.task
-            except asyncio.CancelledError: pass
-        for job in list(self.pending.values()):
+    def _fail(self, jobs: list[Job]) -> None:
+        for job in jobs:
             self._forget(job.key)
-            if not job.future.done(): job.future.set_exception(Overloaded("the server is shutting down"))
+            if not job.future.done(): job.future.set_exception(ShuttingDown("the server is shutting down"))
+
+    async def stop(self, timeout_s: float = 30.0):   # how long the batch in the model may take to finish
+        "Take no more requests, fail the queued ones with `ShuttingDown`, let the batch in the model finish, end the worker and the model thread."
+        self.closed = True
+        self._fail(list(self.pending.values()))          # their routes answer 503 with Retry-After now
+        if self.task is not None and not self.task.done():
+            if self.loop is asyncio.get_running_loop():
+                self.wakeup.set()                        # an idle worker wakes up, sees `closed` and ends
+                done, _ = await asyncio.wait({self.task}, timeout=timeout_s)
+                if not done:
+                    self.task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError): await self.task
+            else:                                        # the worker's loop is another one (or gone)
+                with contextlib.suppress(RuntimeError): self.loop.call_soon_threadsafe(self.task.cancel)
+        self._fail(self.in_model)                        # a forward pass that overran `timeout_s`
+        self.model_thread.shutdown(wait=False, cancel_futures=True)
 
 # %% ../nbs/06_api.ipynb #c3d90910
 def render_page(**values) -> str:
@@ -263,6 +289,9 @@ async def wait_for_answer(request: Request, future: asyncio.Future):
     "The result of `future`, or `ClientGone` (and `future` cancelled) if `request`'s client disconnects first."
     gone = asyncio.ensure_future(_disconnected(request))
     try: await asyncio.wait({future, gone}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:     # the route itself was cancelled (the server's shutdown gave up on it)
+        future.cancel()                # so its texts leave the queue: nobody will read their answer
+        raise
     finally: gone.cancel()
     if not future.done():
         future.cancel()
@@ -308,7 +337,12 @@ def create_app(checkpoint: str | Path | None = None,    # checkpoint folder (or 
               "queue_texts": queue_texts, "body_timeout_s": body_timeout_s}
     info = service_info(loader, limits, {"max_batch": max_batch, "max_wait_ms": max_wait_ms})
     page = render_page(max_chars=max_chars, model=info["model"], precision=loader.dtype, version=distrinews.__version__)
-    app = FastAPI(title="distrinews", version=distrinews.__version__,
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        yield
+        await batcher.stop()           # queued requests get 503 with Retry-After; the model thread ends
+    app = FastAPI(title="distrinews", version=distrinews.__version__, lifespan=lifespan,
                   description="AG News topic classification (World, Sports, Business, Sci/Tech) with micro-batching.")
     app.state.loader, app.state.batcher, app.state.started = loader, batcher, time.time()
     add_error_handlers(app)
@@ -325,7 +359,8 @@ def add_info_routes(app: FastAPI,   # the service
 
     @app.get("/health")
     async def health():
-        "200 once the model is loaded and the batching worker is alive."
+        "200 once the model is loaded and the batching worker is alive; 503 once the server is shutting down."
+        if batcher.closed: return JSONResponse({"status": "shutting down"}, status_code=503, headers={"Retry-After": "1"})
         if batcher.task is not None and batcher.task.done():
             return JSONResponse({"status": "error", "detail": "the batching worker stopped"}, status_code=503)
         return {"status": "ok", "model_loaded": True, "queued": batcher.waiting, "batches": batcher.batches,
@@ -345,10 +380,12 @@ def add_predict_routes(app: FastAPI, limits: dict) -> None:
     max_texts, max_chars, max_body, timeout_s = (limits[k] for k in ("max_texts", "max_chars", "max_body_bytes", "body_timeout_s"))
 
     async def predict_texts(request: Request, texts: list[str]) -> list[dict]:
-        try: future = batcher.enqueue(texts)
-        except Overloaded as e: raise APIError(503, f"server busy: {e}; retry shortly", {"Retry-After": "1"}) from None
-        try: return [_prediction_json(p) for p in await wait_for_answer(request, future)]
+        try:
+            future = batcher.enqueue(texts)
+            return [_prediction_json(p) for p in await wait_for_answer(request, future)]
         except (ClientGone, asyncio.CancelledError): raise
+        except Overloaded as e:    # a full queue, or a server that stopped before computing it: try again shortly
+            raise APIError(503, f"{'' if isinstance(e, ShuttingDown) else 'server busy: '}{e}; retry shortly", {"Retry-After": "1"}) from None
         except Exception as e: raise APIError(500, f"the model failed on this request: {type(e).__name__}: {e}") from None
 
     @app.post("/predict", response_model=Prediction, openapi_extra=_schema(PredictRequest))
@@ -390,9 +427,19 @@ def check_port(host: str, port: int) -> None:
             if e.errno == errno.EADDRINUSE: raise ValueError(f"--port: {host}:{port} is already in use") from None
             raise ValueError(f"--host/--port: cannot listen on {host}:{port}: {e.strerror or e}") from None
 
+def graceful_server(app: FastAPI,  # an app of `create_app`
+                    **config,       # uvicorn.Config's settings: host, port, log_level, ...
+                   ):
+    "A uvicorn server whose shutdown (SIGTERM, Ctrl-C) first stops the app's batcher, then closes the connections."
+    import uvicorn
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None):
+            await app.state.batcher.stop()     # queued requests: 503 with Retry-After now; the batch in the model finishes
+            await super().shutdown(sockets)    # then their answers go out and the connections close
+    return Server(uvicorn.Config(app, **config))
+
 def run_serve(args) -> int:
     "Check the port, load the checkpoint and serve it with uvicorn until interrupted; 2 with one line on stderr on bad input."
-    import uvicorn
     opt = lambda name, default=None: getattr(args, name, default)    # works whichever parser defined the flags
     host, port = opt("host", "127.0.0.1"), opt("port", 8000)
     try:
@@ -407,8 +454,8 @@ def run_serve(args) -> int:
         print(f"distrinews serve: error: {e}", file=sys.stderr)
         return 2
     print(f"serving {loader} on http://{host}:{port}", file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level=opt("log_level", "info"),
-                limit_concurrency=opt("max_connections", MAX_CONNECTIONS))
+    graceful_server(app, host=host, port=port, log_level=opt("log_level", "info"),
+                    limit_concurrency=opt("max_connections", MAX_CONNECTIONS)).run()
     return 0
 
 # %% ../nbs/06_api.ipynb #04b8dfa6

@@ -329,11 +329,12 @@ def test_auto_dtype_follows_the_cpu(ckpt, monkeypatch, avx512_bf16, amx, expecte
     assert [p["label"] for p in preds] == ["Sci/Tech", "Sports", "Business", "World"]
 
 
-@pytest.mark.parametrize("bf16_gpu, expected", [(True, "bf16"), (False, "fp16")])
-def test_auto_dtype_on_gpus(monkeypatch, bf16_gpu, expected):
+@pytest.mark.parametrize("capability, expected", [((8, 0), "bf16"), ((7, 5), "fp16")])
+def test_auto_dtype_on_gpus(monkeypatch, capability, expected):
+    "By compute capability, what the GPU reports (not `is_bf16_supported`, which counts emulation: yes on a T4)."
     from distrinews.loader import resolve_dtype
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_gpu)
-    assert resolve_dtype("auto", torch.device("cuda")) == expected     # a T4 has no bf16: fp16
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: capability)
+    assert resolve_dtype("auto", torch.device("cuda")) == expected     # a T4 (7.5) has no bf16: fp16
 
 
 def test_bf16_answers_do_not_depend_on_the_batch(ckpt):
@@ -496,10 +497,69 @@ def test_serve_refuses_bad_and_busy_ports(capsys, tmp_path):
 
 def test_serve_passes_dtype_batch_and_connection_cap(ckpt, monkeypatch):
     seen = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: seen.update(server=self, app=self.config.app,
+                                                                                      limit_concurrency=self.config.limit_concurrency))
     assert run_serve(_serve_args("--checkpoint", str(ckpt), "--port", str(_free_port()), "--int8",
                                  "--max-batch", "48", "--max-connections", "7")) == 0
     assert seen["limit_concurrency"] == 7
+    assert type(seen["server"]).shutdown is not uvicorn.Server.shutdown     # its shutdown stops the batcher first
     with TestClient(seen["app"]) as c:
         info = c.get("/info").json()
     assert info["dtype"] == "int8" and info["batching"]["max_batch"] == 48
+
+
+# ---------------------------------------------------------------- shutdown (issue 24, item 7)
+
+def test_stopping_the_batcher_answers_queued_requests_503_not_500(loader):
+    "Requests queued when the batcher stops get 503 + Retry-After; the one in the model gets its answer."
+    slow = SlowLoader(loader, delay=0.5)
+    app = create_app(loader=slow, max_batch=1)
+    with live_server(app) as (url, _):
+        async def load():
+            async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+                reqs = [asyncio.ensure_future(c.post("/predict", json={"text": f"{HEADLINES[i % 4]} {i}"})) for i in range(6)]
+                b = app.state.batcher
+                t0 = time.time()
+                while b.waiting < 4 and time.time() - t0 < 20: await asyncio.sleep(0.02)   # one in the model, the rest queued
+                assert b.waiting >= 4 and b.in_model, (b.waiting, b.in_model)
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(b.stop(), b.loop))   # what the shutdown does
+                after = await c.get("/health")
+                return await asyncio.gather(*reqs), after
+        rs, health = asyncio.run(load())
+    codes = [r.status_code for r in rs]
+    assert 500 not in codes and codes.count(200) >= 1 and codes.count(503) >= 4, [r.text for r in rs]
+    for r in rs:
+        if r.status_code == 503:
+            assert r.headers["retry-after"] == "1" and r.json()["detail"] == "the server is shutting down; retry shortly"
+    assert health.status_code == 503 and health.json()["status"] == "shutting down"
+    assert len(slow.sizes) == codes.count(200)            # nothing computed for a request answered 503
+
+
+def test_the_app_lifespan_stops_and_restarts_the_batcher(loader):
+    app = create_app(loader=loader)
+    b = app.state.batcher
+    for _ in range(2):                                    # a second startup opens it again
+        with TestClient(app) as c: assert_healthy(c)
+        assert b.closed and b.task.done() and b.model_thread._shutdown      # worker and model thread ended
+
+
+def test_a_cancelled_route_drops_its_queued_job(loader):
+    "A route cancelled while its texts wait (a shutdown that gives up on it) takes them out of the queue."
+    slow = SlowLoader(loader, delay=0.3)
+    batcher = api.MicroBatcher(slow.predict_batch, max_batch=1)
+
+    class Connected:                                      # a request whose client never hangs up
+        async def receive(self): await asyncio.Event().wait()
+
+    async def scenario():
+        first = batcher.enqueue([HEADLINES[0]])           # keeps the model busy
+        await asyncio.sleep(0.05)
+        route = asyncio.ensure_future(api.wait_for_answer(Connected(), batcher.enqueue([HEADLINES[1]])))
+        await asyncio.sleep(0.05)
+        route.cancel()
+        with contextlib.suppress(asyncio.CancelledError): await route
+        await first
+        await asyncio.sleep(0.5)                          # time for a second forward pass, if it were queued
+        await batcher.stop()
+    asyncio.run(scenario())
+    assert slow.sizes == [1] and batcher.dropped == 1, (slow.sizes, batcher.dropped)

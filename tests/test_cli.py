@@ -1,7 +1,8 @@
 """The command line: flags owned by distrinews.cli (instant --help, same flags as the chapters' runners expect),
 httpx in the base requirements, one-line errors."""
 from __future__ import annotations
-import argparse, configparser, importlib, shlex, subprocess, sys
+import argparse, configparser, importlib, inspect, re, shlex, subprocess, sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,15 @@ def test_flags_are_declared_once_in_the_cli(cmd):
         assert not hasattr(mod, f"add_{cmd}_args"), f"{mod.__name__}.add_{cmd}_args duplicates distrinews.cli's flags"
     p = argparse.ArgumentParser()
     FLAGS[cmd](p)
-    assert len(_actions(p)) >= 1
+    # every name the command's runner reads as `args.NAME` is a flag of its parser (a renamed or dropped flag fails here)
+    run = getattr(importlib.import_module(COMMANDS[cmd][0]), f"run_{cmd}")
+    read = set(re.findall(r"\bargs\.(\w+)", inspect.getsource(run)))
+    if cmd == "train":   # run_train reads the Config fields through config_from_args: one flag per field
+        from distrinews.config import Config
+        read |= {f.name for f in fields(Config)} - {"preset"}   # `preset` comes from --config
+    assert read, f"run_{cmd} reads no flag"
+    missing = read - set(_actions(p))
+    assert not missing, f"run_{cmd} reads {sorted(missing)}, which `distrinews {cmd}` does not define"
 
 
 def test_runners_exist_and_read_the_parsed_names():

@@ -96,3 +96,67 @@ def test_abort_has_no_collective(fake_group, monkeypatch):
     assert fake_group == ["abort"]
     cleanup_distributed()                        # the success path: barrier, then leave
     assert fake_group == ["abort", "barrier", "destroy"]
+
+
+# ---------------------------------------------------------------- a peer that never answers (issue 24, item 6)
+
+def test_collective_timeout_is_configurable(monkeypatch):
+    from distrinews.ddp import DEFAULT_TIMEOUT_S, collective_timeout
+    monkeypatch.delenv("DISTRINEWS_TIMEOUT_S", raising=False)
+    assert collective_timeout() == DEFAULT_TIMEOUT_S < 1800 and collective_timeout(7) == 7.0
+    monkeypatch.setenv("DISTRINEWS_TIMEOUT_S", "12.5")
+    assert collective_timeout() == 12.5 and collective_timeout(3) == 3.0    # an explicit value wins
+    monkeypatch.setenv("DISTRINEWS_TIMEOUT_S", "-1")
+    with pytest.raises(ValueError, match="expected a number of seconds > 0, got '-1'"): collective_timeout()
+
+
+def test_setup_distributed_gives_the_group_the_timeout(fake_gpus, monkeypatch):
+    import datetime
+    seen = []
+    fake_gpus(0, RANK=0, WORLD_SIZE=2, LOCAL_RANK=0, DISTRINEWS_TIMEOUT_S=42)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: seen.append(kw["timeout"]))
+    setup_distributed()
+    setup_distributed(timeout_s=5)
+    assert seen == [datetime.timedelta(seconds=42), datetime.timedelta(seconds=5)]
+
+
+# Rank 1 stops answering at its 3rd optimizer step (it sleeps instead of joining the gradient all-reduce): a peer
+# stuck in a driver call, or on a node whose network went away. Imported by every Python process of the test.
+MISSING_PEER_SITE = '''
+import os, time
+if os.environ.get("DISTRINEWS_MISSING_RANK"):
+    import torch.distributed as dist
+    import distrinews.train as t
+    _orig, _n = t.optimizer_step, [0]
+    def optimizer_step(*args, **kw):
+        _n[0] += 1
+        if dist.is_initialized() and dist.get_rank() == int(os.environ["DISTRINEWS_MISSING_RANK"]) and _n[0] == 3:
+            time.sleep(3600)
+        return _orig(*args, **kw)
+    t.optimizer_step = optimizer_step
+'''
+
+
+def test_a_two_rank_run_with_a_missing_peer_ends_within_its_deadline(tmp_path):
+    "DISTRINEWS_TIMEOUT_S=10: rank 0's all-reduce gives up after 10 s, the job ends with one line (not after 30 min)."
+    import os, signal, subprocess, sys, time
+    site = tmp_path/"site"
+    site.mkdir()
+    (site/"sitecustomize.py").write_text(MISSING_PEER_SITE)
+    env = {**os.environ, "DISTRINEWS_MISSING_RANK": "1", "DISTRINEWS_TIMEOUT_S": "10", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "distrinews.cli", "train", "--config", "quick", "--data", "synthetic:1000", "--epochs", "2",
+           "--log-every", "1", "--nproc", "2", "--output", str(tmp_path/"o")]
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try: out, err = p.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        pytest.fail("a 2-rank run with a missing peer was still waiting after 150 s")
+    took = time.monotonic() - t0
+    assert p.returncode == 2, err[-3000:]
+    line = [l for l in err.splitlines() if l.startswith("distrinews train: error:")]
+    assert line and "rank 0 failed" in line[0] and "Timed out" in line[0], err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert took < 120, f"the run took {took:.0f} s to end"

@@ -2,7 +2,7 @@
 Checks that every request succeeds, that concurrent requests were micro-batched, that a text gets the same answer
 alone and inside a batch, that oversized and malformed bodies get a 4xx over the wire (not a dropped connection),
 and that `distrinews serve` starts the service. Loopback only; a tiny checkpoint trained in the test."""
-import asyncio, os, socket, subprocess, sys, time
+import asyncio, os, signal, socket, subprocess, sys, time
 
 import httpx
 import pytest
@@ -111,3 +111,56 @@ def test_distrinews_serve_bad_port_is_one_line(ckpt, port, message):
                            capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and message in r.stderr, r.stderr
     assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr and "serving" not in r.stderr, r.stderr
+
+
+async def _load_until_exit(url, proc, clients=32, sigterm_after=2.0, deadline=60.0):
+    "`clients` loops posting to `url` until the server exits; SIGTERM after `sigterm_after` s. Every outcome, and when."
+    outcomes, t0, sent = [], time.monotonic(), []
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=clients)) as c:
+        async def client(i):
+            while proc.poll() is None and time.monotonic() - t0 < deadline:
+                try:
+                    r = await c.post("/predict", json={"text": f"{TEXTS[i % 6]} {i}"})
+                    outcomes.append((time.monotonic() - t0, r.status_code, r.headers.get("retry-after"), r.text))
+                except httpx.TransportError as e:    # refused or closed: the listener is gone, no answer to judge
+                    outcomes.append((time.monotonic() - t0, type(e).__name__, None, ""))
+                    await asyncio.sleep(0.05)
+        async def stopper():
+            await asyncio.sleep(sigterm_after)
+            sent.append(time.monotonic() - t0)
+            proc.send_signal(signal.SIGTERM)
+        await asyncio.gather(stopper(), *[client(i) for i in range(clients)])
+    return outcomes, sent[0]
+
+
+def test_sigterm_under_load_answers_200_or_503_never_500(ckpt, tmp_path):
+    "A real `distrinews serve`, 32 clients posting without pause, one text per forward pass (a deep queue), SIGTERM."
+    port = _free_port()
+    log = open(tmp_path / "serve.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "distrinews.cli", "serve", "--checkpoint", str(ckpt), "--port", str(port),
+                             "--max-batch", "1", "--dtype", "fp32", "--log-level", "warning"], stdout=log,
+                            stderr=subprocess.STDOUT, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    try:
+        url, t0 = f"http://127.0.0.1:{port}", time.time()
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200: break
+            except httpx.TransportError: pass
+            assert time.time() - t0 < 90, "distrinews serve did not come up"
+            time.sleep(0.2)
+        outcomes, sigterm_at = asyncio.run(_load_until_exit(url, proc))
+        rc = proc.wait(30)                           # the server ends by itself after SIGTERM
+    finally:
+        if proc.poll() is None: proc.kill()
+        proc.wait(10)
+        log.close()
+    codes = [o[1] for o in outcomes]
+    answered = [o for o in outcomes if isinstance(o[1], int)]
+    assert rc in (0, -signal.SIGTERM), (tmp_path / "serve.log").read_text()[-3000:]   # uvicorn re-raises the signal it handled
+    assert 500 not in codes and {o[1] for o in answered} <= {200, 503}, [o for o in answered if o[1] not in (200, 503)][:3]
+    assert sum(1 for o in answered if o[1] == 200 and o[0] < sigterm_at) > 50      # it was under load
+    late = [o for o in answered if o[1] == 503]
+    assert late, "no request in flight at SIGTERM was answered 503"              # the queue at SIGTERM: 503, not computed
+    assert all(o[2] == "1" and "shutting down" in o[3] and o[0] >= sigterm_at for o in late), late[:3]
+    assert "Traceback" not in (tmp_path / "serve.log").read_text()

@@ -1,12 +1,16 @@
 """Real multi-process (gloo, CPU) checks of the trainer: identical weights across ranks, 1 vs 2 ranks,
 exact metrics, exact resume after SIGKILL, crash-safe checkpoints, torchrun multi-node."""
-import json, os, random, signal, subprocess, sys, time
+import hashlib, json, os, random, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from distrinews.config import load_config
+import distrinews.train as T
+from distrinews.config import Config, ConfigError, load_config
+from distrinews.data import synthetic_news
+from distrinews.ddp import DistEnv
+from distrinews.model import load_model, save_model
 from distrinews.train import RankFailed, find_checkpoint, launch_fn
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -15,8 +19,8 @@ from _train_helpers import SITECUSTOMIZE, train_failing_on_rank1, train_with_par
 CLI = [sys.executable, "-m", "distrinews.cli"]
 
 
-def run_cli(*args, check=True, **kw):
-    r = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=600, **kw)
+def run_cli(*args, check=True, timeout=600, **kw):
+    r = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, **kw)   # a hang fails the test
     if check and r.returncode != 0: raise AssertionError(f"exit {r.returncode}\nSTDOUT:\n{r.stdout[-3000:]}\nSTDERR:\n{r.stderr[-5000:]}")
     return r
 
@@ -105,11 +109,11 @@ def uninterrupted(tmp_path_factory):
     return out
 
 
-def kill_then_resume(args, out) -> dict:
-    "Start `distrinews <args> --output out`, SIGKILL it once `last/` holds step >= 10, check it died mid-epoch and"
-    " mid-run, then `--resume` it to the end; the killed run's saved trainer state."
+def kill_then_resume(args, out, extra_s: float = 0.0) -> dict:
+    "Start `distrinews <args> --output out`, SIGKILL it once `last/` holds step >= 10 (plus `extra_s`), check it died"
+    " mid-epoch and mid-run, then `--resume` it to the end; the killed run's saved trainer state."
     proc = _start([*args, "--output", out])
-    _kill_when(out, proc, 10)
+    _kill_when(out, proc, 10, extra_s)
     st = json.loads((find_checkpoint(out/"last", need_state=True)/"trainer_state.json").read_text())
     assert 10 <= st["global_step"] < 40 and st["batches_done"] > 0, st      # killed mid-epoch, mid-run
     r = run_cli(*args, "--output", out, "--resume")
@@ -251,8 +255,10 @@ def test_resume_with_another_precision_is_refused_in_one_line(tmp_path):
     r = run_cli("train", "--config", "quick", "--data", "synthetic:400", "--epochs", "1", "--nproc", "2", "--output", out,
                 "--resume", "--precision", "bf16", check=False)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
-    assert r.stderr.strip().splitlines()[-1] == (f"distrinews train: error: precision: {out/'last'} was trained in fp32, "
-                                                 "this run would use bf16; resume with --precision fp32")
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"distrinews train: error: resume: {out/'last'} was written with other settings, which fix the data order and the "
+        "schedule: precision: fp32 → bf16. Resume with the settings it was written with, or start anew with --overwrite "
+        "(or another --output)")
 
 
 def test_resume_reuses_saved_batch_without_probing(tmp_path, monkeypatch):
@@ -309,3 +315,97 @@ def test_eval_with_a_checkpoint_typo_says_no_such_folder(tmp_path):
 def test_fractional_epochs_flag_is_rejected(tmp_path):
     r = run_cli("train", "--config", "quick", "--epochs", "1.5", "--output", tmp_path/"o", check=False)
     assert r.returncode == 2 and "epochs: expected an integer, got '1.5'" in r.stderr
+
+
+# ---- issue 24: a resume continues exactly or is refused; the probe measures training; metrics.jsonl after a resume ----
+
+def _news_csv(path, n, seed=0):
+    "A csv of `n` synthetic news rows (edited in place by the tests: the settings stay, the rows change)."
+    synthetic_news(n, seed=seed).to_csv(str(path), index=False)
+    return path
+
+
+def _snapshot(folder):
+    "Every file under `folder`, with a hash of its content."
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def test_resume_refuses_each_changed_setting_or_row_in_one_line_and_writes_nothing(tmp_path):
+    csv, out = _news_csv(tmp_path/"news.csv", 400), tmp_path/"o"
+    base = dict(data=str(csv), epochs=1, max_steps=4, nproc=1, log_every=1, save_every=3, output=str(out))
+    T.train(load_config("quick", **base), progress=False)
+    before, saved = _snapshot(out), json.loads((out/"last"/"trainer_state.json").read_text())["fingerprint"]
+    changes = dict(model=str(tmp_path/"other-model"), data=str(tmp_path/"other.csv"), eval_data=str(csv), val_fraction=0.1,
+                   max_train_samples=100, max_length=32, drop_invalid=True, group_by_length=False, seed=43, batch_size=16,
+                   grad_accum=2, strategy="fsdp", epochs=2, max_steps=8, lr=1e-3, weight_decay=0.1, warmup_ratio=0.2,
+                   precision="bf16")
+    rows = ("train_rows", "train_rows_sha256", "eval_rows", "eval_rows_sha256")
+    assert set(saved) == {*changes, "world_size", *rows}          # every recorded field is changed below, one at a time
+
+    def refused(cfg) -> str:
+        with pytest.raises(ConfigError) as e: T.train(cfg, progress=False)
+        msg = str(e.value)
+        assert "\n" not in msg and msg.startswith(f"resume: {out/'last'} was written with other settings"), msg
+        assert _snapshot(out) == before, "a refused resume changed the run folder"
+        return msg
+
+    for field, new in changes.items():
+        msg = refused(load_config("quick", **{**base, field: new}, resume=True))
+        assert f"{field}: {saved[field]} → {new}" in msg and msg.count("→") == 1, msg
+    _news_csv(csv, 400, seed=1)                                    # the same file and settings, other rows
+    msg = refused(load_config("quick", **base, resume=True))
+    assert f"train_rows_sha256: {saved['train_rows_sha256']} → " in msg and "eval_rows_sha256" in msg and "train_rows:" not in msg
+    _news_csv(csv, 300)                                            # fewer rows
+    assert f"train_rows: 380 → 285; " in refused(load_config("quick", **base, resume=True))
+    _news_csv(csv, 400)                                            # the original rows: the resume is accepted again
+    # the number of processes, through the CLI: exit 2 and the same one line
+    r = run_cli("train", "--config", "quick", "--data", csv, "--epochs", 1, "--max-steps", 4, "--save-every", 3, "--log-every", 1,
+                "--nproc", 2, "--output", out, "--resume", check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("distrinews train: error: resume: ") and "world_size: 1 → 2" in last and last.count("→") == 1, last
+    assert _snapshot(out) == before
+
+
+def test_resume_when_the_data_changed_under_an_old_checkpoint_ends_in_one_line_never_hangs(tmp_path):
+    # a checkpoint without a fingerprint (written before there was one), then the data file edited in place: 68 rows
+    # leave 64 training rows, 2 micro-batches of 32, while last/ says 2 (nothing left: the old loop spun) or 3 are done
+    csv, out = _news_csv(tmp_path/"news.csv", 400), tmp_path/"o"
+    args = ["train", "--config", "quick", "--data", csv, "--epochs", 1, "--max-steps", 4, "--nproc", 1, "--output", out]
+    run_cli(*args)
+    _news_csv(csv, 68)
+    state = out/"last"/"trainer_state.json"
+    for done in (2, 3):
+        st = json.loads(state.read_text())
+        st.pop("fingerprint", None)
+        st.update(global_step=done, batches_done=done, epoch=0)
+        state.write_text(json.dumps(st))
+        r = run_cli(*args, "--resume", check=False, timeout=120)     # the old code: no end (2) or a traceback (3)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+        assert (f"data: an epoch has 2 micro-batch(es) of 32 rows, but {out/'last'} is at micro-batch {done} of epoch 0"
+                in r.stderr.strip().splitlines()[-1]), r.stderr[-2000:]
+
+
+def test_batch_probe_runs_in_train_mode_on_a_loaded_folder(tmp_path):
+    folder = save_model(*load_model("tiny"), tmp_path/"tiny")
+    model, _ = load_model(str(folder))
+    assert not model.training                 # from_pretrained: eval mode (`tiny` is built in train mode: it hides this)
+    model.gradient_checkpointing_enable()     # what --grad-checkpointing does; transformers checkpoints only in train mode
+    seen = []
+    for layer in model.distilbert.transformer.layer:   # (the recompute runs the layer's inner modules: their hooks see it)
+        layer.attention.register_forward_hook(lambda m, i, o: seen.append(m.training))
+    cfg = Config(model=str(folder), data="synthetic:100", batch_size=8, precision="fp32")
+    assert T.fit_batch_size(model, cfg, DistEnv(), 16, "fp32", probe=T._probe) == (8, 1)
+    assert seen == [True] * 4, seen           # each of the 2 layers in train mode, and again when the backward recomputes it
+    assert not model.training                 # handed back in the mode it came in
+
+
+def test_metrics_after_kill_and_resume_have_increasing_steps_and_the_uninterrupted_losses(uninterrupted, tmp_path):
+    out = tmp_path/"killed"
+    kill_then_resume([*RESUME, "--save-every", "7"], out, extra_s=0.5)   # saves at 7, 14, ...; logs every 5: windows cut
+    recs = [json.loads(l) for l in (out/"metrics.jsonl").read_text().splitlines()]
+    for event in ("train", "eval"):
+        steps = [r["step"] for r in recs if r["event"] == event]
+        assert steps == sorted(set(steps)), f"{event} steps repeat or go back: {steps}"
+    assert losses(out) == losses(uninterrupted)   # the first log after the resume averages the same steps (window saved)
+    assert_same_weights(uninterrupted/"last", out/"last")
