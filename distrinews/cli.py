@@ -10,11 +10,11 @@ from .config import DistrinewsError, add_config_args
 
 # %% auto #0
 __all__ = ['COMMANDS', 'DTYPES', 'SERVE_DEFAULTS', 'DTYPE_HELP', 'DOCTOR_TIMEOUT_S', 'FLAGS', 'DEMO_TEXTS', 'CHECKPOINT_FILES',
-           'TOKENIZER_VOCABS', 'add_train_args', 'add_eval_args', 'add_predict_args', 'add_serve_args',
-           'add_bench_args', 'add_doctor_args', 'add_demo_args', 'add_push_args', 'build_parser', 'main', 'run_demo',
-           'check_checkpoint_folder', 'check_repo_id', 'hub_token', 'check_hub', 'push_checkpoint', 'run_push',
-           'doctor_versions', 'doctor_hardware', 'doctor_environment', 'doctor_checks', 'stdout_to_stderr',
-           'run_doctor']
+           'TOKENIZER_VOCABS', 'INFERENCE_FILES', 'TRAINING_STATE', 'add_train_args', 'add_eval_args',
+           'add_predict_args', 'add_serve_args', 'add_bench_args', 'add_doctor_args', 'add_demo_args', 'add_push_args',
+           'build_parser', 'main', 'run_demo', 'upload_files', 'check_not_training_state', 'check_checkpoint_folder',
+           'check_repo_id', 'hub_token', 'check_hub', 'push_checkpoint', 'run_push', 'doctor_versions',
+           'doctor_hardware', 'doctor_environment', 'doctor_checks', 'stdout_to_stderr', 'run_doctor']
 
 # %% ../nbs/08_cli.ipynb #a4269ce1
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -187,6 +187,22 @@ def run_demo(args) -> int:
 # %% ../nbs/08_cli.ipynb #83fadf48
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer_config.json")
 TOKENIZER_VOCABS = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model")   # one of them
+INFERENCE_FILES = ("README.md", "config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
+                   "model.safetensors.index.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "merges.txt", *TOKENIZER_VOCABS)   # what `push` uploads: the model card and what a pipeline loads
+TRAINING_STATE = ("trainer_state.json", "optimizer.pt", "state.pt", "scaler.pt", "rng_state.pth")   # a last/ checkpoint's
+
+def upload_files(folder: str | Path) -> list[Path]:
+    "The files of checkpoint `folder` that `push` uploads: the inference files, nothing of the training state."
+    import fnmatch
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and any(fnmatch.fnmatch(p.name, f) for f in INFERENCE_FILES))
+
+def check_not_training_state(folder: Path, allow_last: bool = False) -> None:
+    "A one-line refusal if `folder` holds a run's training state (a `last/`), unless `allow_last`."
+    state = sorted(p.name for p in folder.iterdir() if p.name in TRAINING_STATE)
+    if state and not allow_last:
+        raise DistrinewsError(f"checkpoint: {folder} is a last/ checkpoint (training state: {', '.join(state)}); push the "
+                              "run's best/, or add --last to upload its model files (the training state stays here)")
 
 def check_checkpoint_folder(path: str | Path) -> Path:
     "`path` if it holds a complete checkpoint (config, safetensors weights, tokenizer); else a one-line error."
@@ -222,13 +238,15 @@ def push_checkpoint(folder: str | Path,  # a complete checkpoint folder
                     repo_id: str,        # USER/NAME on the Hub
                     private: bool = False,  # create the repository as private
                     token: str | None = None,  # a token with write access (default: HF_TOKEN / saved login)
+                    files: list[Path] | None = None,  # what to upload (default: `upload_files(folder)`)
                    ) -> str:
-    "Create the model repository `repo_id` if needed and upload `folder` into it; the URL of the commit."
-    from huggingface_hub import HfApi
+    "Create the model repository `repo_id` if needed and upload `files` of `folder` (and nothing else) in one commit; its URL."
+    from huggingface_hub import CommitOperationAdd, HfApi
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                             commit_message=f"distrinews push of {Path(folder).name}/", ignore_patterns=[".*", "*.tmp"])
+    ops = [CommitOperationAdd(path_in_repo=p.name, path_or_fileobj=str(p)) for p in (files or upload_files(folder))]
+    info = api.create_commit(repo_id=repo_id, repo_type="model", operations=ops,
+                             commit_message=f"distrinews push of {Path(folder).name}/")
     return getattr(info, "commit_url", str(info))
 
 # %% ../nbs/08_cli.ipynb #af29ae3f
@@ -236,11 +254,16 @@ def run_push(args) -> int:
     "`distrinews push`: check the folder, the repository id, the token and the Hub, then upload."
     folder = check_checkpoint_folder(args.checkpoint)
     check_repo_id(args.repo_id)
+    check_not_training_state(folder, getattr(args, "last", False))
     if not (folder/"README.md").is_file(): print(f"note: {folder} has no README.md model card; the Hub page will be bare", file=sys.stderr)
     token = hub_token()
     if not token: raise DistrinewsError("push: no Hugging Face token: set HF_TOKEN or run `hf auth login` (write access)")
     check_hub()
-    try: url = push_checkpoint(folder, args.repo_id, args.private, token)
+    files = upload_files(folder)
+    print(f"uploading {len(files)} files of {folder} to {args.repo_id}: " + ", ".join(f"{p.name} ({p.stat().st_size:,} B)" for p in files))
+    left = sorted(p.name for p in folder.iterdir() if p.is_file() and p not in files)
+    if left: print(f"not uploaded (training state and other files stay here): {', '.join(left)}")
+    try: url = push_checkpoint(folder, args.repo_id, args.private, token, files)
     except Exception as e:   # HTTP errors of the Hub: a bad token, no rights on the namespace, a network failure
         raise DistrinewsError(f"push: upload to {args.repo_id} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     print(f"pushed {folder} to https://huggingface.co/{args.repo_id} ({url})")

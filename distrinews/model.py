@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_model.ipynb #e7d7a8e7
 from __future__ import annotations
-import copy, json
+import copy, json, re
 from contextlib import contextmanager
 from pathlib import Path
 from torch import nn
@@ -15,8 +15,8 @@ from .data import AG_NEWS_ID, hub_reachable, offline_mode, tiny_tokenizer
 
 # %% auto #0
 __all__ = ['ID2LABEL', 'LABEL2ID', 'DEFAULT_MODEL', 'BASE_LICENSES', 'CARD_METRICS', 'ModelError', 'tiny_config', 'set_dropout',
-           'check_not_sharded', 'load_model', 'unwrap', 'quiet_progress_bars', 'save_model', 'eval_set', 'card_data',
-           'card_text', 'write_model_card']
+           'check_not_sharded', 'load_model', 'unwrap', 'quiet_progress_bars', 'save_model', 'is_hub_id', 'public_name',
+           'eval_set', 'card_data', 'card_text', 'write_model_card']
 
 # %% ../nbs/02_model.ipynb #b4b2893b
 class ModelError(DistrinewsError):
@@ -118,6 +118,16 @@ BASE_LICENSES = {"distilbert-base-uncased": "apache-2.0", "distilbert/distilbert
 CARD_METRICS = (("accuracy", "accuracy", "Accuracy"), ("f1", "macro_f1", "Macro F1"),
                 ("precision", "precision", "Macro precision"), ("recall", "recall", "Macro recall"))  # (Hub type, summary key, name)
 
+def is_hub_id(name: str) -> bool:
+    "Whether model or data source `name` is a Hub id (`org/name`, `name`) rather than a path on this machine."
+    return bool(re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name)) and ".." not in name and not Path(name).expanduser().exists()
+
+def public_name(source: str) -> str:
+    "How a card names a model or data source: a Hub id or built-in name as it is, a local path by its file name only."
+    source = str(source)
+    if source in ("ag_news", "tiny") or source.startswith("synthetic") or is_hub_id(source): return source
+    return Path(source.rstrip("/\\").replace("\\", "/")).name or "a local folder"
+
 def eval_set(cfg: dict) -> tuple[str, str, str]:
     "(dataset id or kind, readable name, split) of the data a run with config `cfg` was evaluated on."
     held_out = not cfg.get("eval_data")
@@ -125,7 +135,7 @@ def eval_set(cfg: dict) -> tuple[str, str, str]:
     split = f"validation (held-out {cfg.get('val_fraction')} of the training rows)" if held_out else "test"
     if src == "ag_news": return AG_NEWS_ID, "AG News", split
     if src.startswith("synthetic"): return "synthetic", f"synthetic news ({src})", split
-    return "local", f"local file {Path(src).name}", split
+    return "local", f"local file {public_name(src)}", split
 
 def card_data(info: dict):
     "The front matter of the model card (a `huggingface_hub.ModelCardData`) for a run summary `info`."
@@ -137,7 +147,7 @@ def card_data(info: dict):
                           dataset_name=ds_name, dataset_split=split, metric_type=kind, metric_name=name,
                           metric_value=float(ev[key]), metric_args=None if kind == "accuracy" else {"average": "macro"})
                for kind, key, name in CARD_METRICS]
-    on_hub = base != "tiny" and not Path(base).expanduser().exists()
+    on_hub = base != "tiny" and is_hub_id(base)
     uses_ag_news = "ag_news" in (cfg.get("data"), cfg.get("eval_data"))
     return ModelCardData(library_name="transformers", pipeline_tag="text-classification", language="en",
                          license=BASE_LICENSES.get(base, "other"), base_model=base if on_hub else None,
@@ -158,18 +168,21 @@ def card_text(info: dict) -> str:
     cm = info.get("confusion") or []
     cm_rows = "\n".join(f"| **{LABELS[i]}** | " + " | ".join(str(v) for v in r) + " |" for i, r in enumerate(cm))
     train_rows = f"{cfg.get('max_train_samples')} rows of " if cfg.get("max_train_samples") else ""
+    base, data = public_name(cfg.get("model", "")), public_name(cfg.get("data", ""))   # never a path of this machine
+    base_said = f"`{base}`" if base == cfg.get("model") else f"a local checkpoint (`{base}`)"
+    data_said = f"`{data}`" if data == cfg.get("data") else f"local file `{data}`"
     return f"""# {info.get('name', 'distrinews-ag-news')}
 
 A news topic classifier: it reads an English news headline or short article and says which of four topics it is
-about: {', '.join(f'**{l}**' for l in LABELS)}. Fine-tuned from `{cfg.get('model')}` with
+about: {', '.join(f'**{l}**' for l in LABELS)}. Fine-tuned from {base_said} with
 [distrinews](https://github.com/distrinews/distrinews) (PyTorch DistributedDataParallel).
 
 ## Training
 
 | | |
 |---|---|
-| base model | `{cfg.get('model')}` |
-| training data | {train_rows}`{cfg.get('data')}` |
+| base model | {base_said} |
+| training data | {train_rows}{data_said} |
 | epochs | {info.get('epochs_done', cfg.get('epochs'))} ({info.get('global_step', '?')} optimizer steps) |
 | batch | {info.get('global_batch', cfg.get('batch_size'))} rows per step (global) |
 | learning rate | {cfg.get('lr')} |

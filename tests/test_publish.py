@@ -128,32 +128,83 @@ def test_push_offline_fails_fast_in_one_line(tmp_path):
     assert (r.returncode, r.stderr.strip()) == (2, "distrinews push: error: push: HF_HUB_OFFLINE=1 is set; unset it to upload")
 
 
-def test_push_makes_the_right_requests(tmp_path, capsys, monkeypatch):
-    "Only the network is replaced: create_repo and upload_folder of HfApi, and the reachability probe."
+def _fake_hub(monkeypatch, capsys=None):
+    "Replace only the network: the reachability probe, HfApi.create_repo and HfApi.create_commit (recorded, with what was printed before)."
     import huggingface_hub
     calls = []
     monkeypatch.setenv("HF_TOKEN", "hf_test")
     monkeypatch.setattr("distrinews.cli.check_hub", lambda timeout=3.0: None)
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, *a, **k: calls.append(("create_repo", self.token, a, k)))
-    def upload(self, **k):
-        calls.append(("upload_folder", self.token, (), k))
-        return huggingface_hub.CommitInfo(commit_url="https://huggingface.co/alice/news/commit/abc", commit_message="m",
+    def commit(self, **k):
+        printed = capsys.readouterr().out if capsys else ""
+        files = {op.path_in_repo: Path(op.path_or_fileobj).read_bytes() for op in k["operations"]}
+        calls.append(("create_commit", self.token, files, k, printed))
+        return huggingface_hub.CommitInfo(commit_url=f"https://huggingface.co/{k['repo_id']}/commit/abc", commit_message="m",
                                           commit_description="", oid="abc")
-    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload)
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", commit)
+    return calls
+
+
+def test_push_makes_the_right_requests(tmp_path, capsys, monkeypatch):
+    "Only the network is replaced: create_repo and create_commit of HfApi, and the reachability probe."
+    import huggingface_hub
+    calls = _fake_hub(monkeypatch, capsys)
     ck = _checkpoint(tmp_path / "best")
+    (ck / ".hidden").write_text("x"); (ck / "notes.txt").write_text("private notes")
     rc, out, err = _push(capsys, "--checkpoint", str(ck), "--repo-id", "alice/news", "--private")
     assert rc == 0, err
     assert calls[0] == ("create_repo", "hf_test", ("alice/news",), dict(repo_type="model", private=True, exist_ok=True))
-    name, token, _, k = calls[1]
-    assert (name, token, k["folder_path"], k["repo_id"], k["repo_type"]) == ("upload_folder", "hf_test", str(ck), "alice/news", "model")
+    name, token, files, k, printed = calls[1]
+    assert (name, token, k["repo_id"], k["repo_type"]) == ("create_commit", "hf_test", "alice/news", "model")
+    assert sorted(files) == ["README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
     assert len(calls) == 2
+    assert printed.startswith(f"uploading 5 files of {ck} to alice/news: README.md (2 B), config.json (2 B)")   # listed before
+    assert "not uploaded (training state and other files stay here): .hidden, notes.txt" in printed
     assert "pushed" in out and "https://huggingface.co/alice/news" in out
     # an HTTP error of the Hub (e.g. 401) is one line too
     def fail(self, **k): raise OSError("401 Client Error: Unauthorized for url: https://huggingface.co/api/repos/create\nmore")
-    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", fail)
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", fail)
     rc, _, err = _push(capsys, "--checkpoint", str(ck), "--repo-id", "alice/news")
     assert (rc, err) == (2, "distrinews push: error: push: upload to alice/news failed: 401 Client Error: Unauthorized "
                             "for url: https://huggingface.co/api/repos/create")
+
+
+def test_no_local_path_in_cards_or_pushed_files(tmp_path, capsys, monkeypatch):
+    "A run whose base model and training data are absolute local paths: its cards and everything push uploads name files only."
+    import csv
+    from huggingface_hub import ModelCard
+    from distrinews.config import load_config
+    from distrinews.train import tiny_checkpoint, train
+    private = tmp_path / "home" / "alice" / "private"
+    base = tiny_checkpoint(private / "base-model")
+    rows = [(f"{t} {i}", y) for i in range(40) for t, y in (("Stocks rally on Wall Street", 2), ("The Yankees win", 1),
+                                                            ("NASA launches a probe", 3), ("Peace talks in the capital", 0))]
+    with open(private / "leads.csv", "w", newline="") as f:
+        w = csv.writer(f); w.writerow(["text", "label"]); w.writerows(rows)
+    out = tmp_path / "run"
+    train(load_config("quick", model=str(base), data=str(private / "leads.csv"), epochs=1, nproc=1, output=str(out), log_every=1000),
+          progress=False)
+    secret = str(tmp_path).encode()          # every absolute path of this run starts with it
+    for ck in ("best", "last"):
+        card = (out / ck / "README.md").read_bytes()
+        assert secret not in card, ck
+        text = card.decode()
+        assert "`leads.csv`" in text and "`base-model`" in text, text
+        assert ModelCard.load(out / ck / "README.md").data.base_model is None        # not a Hub id: no base_model link
+    assert secret in (out / "last" / "trainer_state.json").read_bytes()                # (the training state does hold them)
+    calls = _fake_hub(monkeypatch, capsys)
+    rc, _, err = _push(capsys, "--checkpoint", str(out / "best"), "--repo-id", "alice/news")
+    assert rc == 0, err
+    rc, _, err = _push(capsys, "--checkpoint", str(out / "last"), "--repo-id", "alice/news")       # refused: training state
+    assert rc == 2 and "is a last/ checkpoint (training state: optimizer.pt, state.pt, trainer_state.json)" in err, err
+    rc, _, err = _push(capsys, "--checkpoint", str(out / "last"), "--repo-id", "alice/news", "--last")
+    assert rc == 0, err
+    pushed = [c for c in calls if c[0] == "create_commit"]
+    assert len(pushed) == 2
+    for _, _, files, _, printed in pushed:
+        assert set(files) == {"README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
+        for name, data in files.items(): assert secret not in data, name
+        assert "uploading 5 files" in printed
 
 
 # ---------------------------------------------------------------- the Space
