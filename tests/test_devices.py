@@ -155,3 +155,23 @@ def test_isolated_limits_the_gpus_of_the_child_only(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     assert isolated(os.getenv, "CUDA_VISIBLE_DEVICES", gpus="0") == "0"
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"
+
+
+def test_trainable_weights_load_in_fp32_whatever_the_checkpoint_dtype(tmp_path):
+    """transformers 5 loads a checkpoint in the dtype it was saved in (OPT-1.3B: fp16); fp16 master weights make
+    GradScaler.unscale_ raise at the first step. The loader casts to fp32 on every path."""
+    from distrinews.model import load_model
+    model, tok = load_model("tiny")
+    model.half().config.dtype = torch.float16
+    model.save_pretrained(tmp_path); tok.save_pretrained(tmp_path)
+    assert '"float16"' in (tmp_path / "config.json").read_text()
+    loaded, _ = load_model(str(tmp_path))
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    scaler = torch.amp.GradScaler("cpu")                 # and the fp16 training step the Kaggle FSDP run takes works
+    opt = torch.optim.AdamW(loaded.parameters(), lr=1e-3)
+    x = torch.randint(5, 100, (2, 8))
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = loaded(input_ids=x, attention_mask=torch.ones_like(x), labels=torch.zeros(2, dtype=torch.long)).loss
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    scaler.step(opt); scaler.update()
