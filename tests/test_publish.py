@@ -257,7 +257,7 @@ def test_dockerfile_installs_the_package_like_pip_install_dot():
         assert all(re.split(r"[=<>]", n)[0] == "torch" for n in names), f"the Dockerfile installs more than the package: {r}"
     cp = configparser.ConfigParser(delimiters=["="])
     cp.read(ROOT / "settings.ini")
-    assert "torch" in shlex.split(cp["DEFAULT"]["requirements"])
+    assert "torch" in [re.split(r"[=<>!~;\[ ]", r)[0] for r in shlex.split(cp["DEFAULT"]["requirements"])]   # torch>=2.6 counts
 
 
 def test_dockerfile_cmd_is_a_valid_serve():
