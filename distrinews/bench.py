@@ -453,14 +453,21 @@ def _stop(proc: subprocess.Popen) -> None:
 @contextmanager
 def serve_in_subprocess(system: str, checkpoint: str | Path, startup_s: float = 120.0, **opts):
     "Run the `distrinews` or `naive` server for `checkpoint` in a subprocess on a free loopback port; yields its URL."
-    port = free_port()
-    log = tempfile.TemporaryFile()
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "distrinews.bench", "serve-worker", system, str(checkpoint), str(port), json.dumps(opts)]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
+    for attempt in range(3):   # a free port can be taken by another program before the server binds it: take another
+        port = free_port()
+        log = tempfile.TemporaryFile()
+        cmd = [sys.executable, "-m", "distrinews.bench", "serve-worker", system, str(checkpoint), str(port), json.dumps(opts)]
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_healthy(proc, url, log, system, startup_s)
+            break
+        except RuntimeError as e:
+            _stop(proc)
+            log.close()
+            if "address already in use" not in str(e) or attempt == 2: raise
     try:
-        _wait_healthy(proc, url, log, system, startup_s)
         yield url
     finally:
         _stop(proc)
