@@ -8,6 +8,7 @@ import contextlib, datetime, json, os, random, resource, socket, time
 from dataclasses import dataclass
 import torch
 import torch.distributed as dist
+from .config import DistrinewsError
 
 # %% auto #0
 __all__ = ['DEFAULT_TIMEOUT_S', 'DistEnv', 'collective_timeout', 'setup_distributed', 'cleanup_distributed', 'abort_distributed',
@@ -39,7 +40,7 @@ def collective_timeout(timeout_s: float | None = None) -> float:
     raw = timeout_s if timeout_s is not None else os.environ.get("DISTRINEWS_TIMEOUT_S") or DEFAULT_TIMEOUT_S
     try: t = float(raw)
     except (TypeError, ValueError): t = float("nan")
-    if not t > 0: raise ValueError(f"DISTRINEWS_TIMEOUT_S / timeout_s: expected a number of seconds > 0, got {raw!r}")
+    if not t > 0: raise DistrinewsError(f"DISTRINEWS_TIMEOUT_S / timeout_s: expected a number of seconds > 0, got {raw!r}")
     return t
 
 def setup_distributed(backend: str | None = None,  # default: nccl when each process has its own GPU, else gloo
