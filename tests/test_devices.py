@@ -74,7 +74,7 @@ def fake_machine(monkeypatch, m: Machine) -> None:
 def ckpt(tmp_path_factory):
     "A tiny trained checkpoint, made before any machine is faked (module scope: set up first)."
     from distrinews.train import tiny_checkpoint
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best")
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best", samples=64, epochs=1)
 
 
 @pytest.fixture(params=MACHINES, ids=[m.name for m in MACHINES])
