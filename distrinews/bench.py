@@ -4,8 +4,8 @@
 
 # %% ../nbs/07_benchmarks.ipynb #db48a94d
 from __future__ import annotations
-import argparse, asyncio, concurrent.futures as cf, importlib.util, json, math, multiprocessing as mp, os, platform, re
-import statistics, subprocess, sys, tempfile, time
+import asyncio, concurrent.futures as cf, importlib.util, json, math, multiprocessing as mp, os, platform, re
+import subprocess, sys, tempfile, time
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -20,16 +20,13 @@ from .train import (autocast_for, build_datasets, evaluate, launch_fn, make_load
                               resolve_precision, train, train_flops_per_token)
 
 # %% auto #0
-__all__ = ['BENCHMARKS', 'NEEDS', 'PEAK_TFLOPS', 'HEADLINES', 'KINDS', 'versions', 'hardware_label', 'cpu_bf16', 'portable_name',
-           'check_benchmarks', 'isolated', 'run_dir', 'run_distrinews', 'hf_training_args', 'run_hf_trainer',
-           'gpu_model', 'non_embedding_params', 'vendor_peak_flops', 'bench_peak_flops', 'mfu', 'default_precisions',
-           'default_world_sizes', 'train_row', 'measure_run', 'add_ratios', 'same_global_batch', 'bench_train',
-           'bench_strategies', 'bench_lengths', 'project_epoch', 'projection_rows', 'serve_worker',
+__all__ = ['BENCHMARKS', 'NEEDS', 'PEAK_TFLOPS', 'HEADLINES', 'WORKER', 'KINDS', 'COLUMNS', 'versions', 'hardware_label',
+           'cpu_bf16', 'portable_name', 'check_benchmarks', 'isolated', 'run_dir', 'run_distrinews', 'hf_training_args',
+           'run_hf_trainer', 'gpu_model', 'non_embedding_params', 'vendor_peak_flops', 'bench_peak_flops', 'mfu',
+           'default_precisions', 'default_world_sizes', 'train_row', 'measure_run', 'add_ratios', 'same_global_batch',
+           'bench_train', 'bench_strategies', 'bench_lengths', 'project_epoch', 'projection_rows', 'serve_worker',
            'serve_in_subprocess', 'drive', 'bench_serve', 'held_out_texts', 'make_run_id', 'write_results',
-           'load_results', 'latest_rows', 'plot_train_throughput', 'plot_mfu', 'plot_scaling', 'plot_accuracy',
-           'plot_serving', 'plot_lengths', 'plot_results', 'train_table', 'strategy_table', 'serve_table',
-           'lengths_table', 'projection_table', 'load_precision_accuracy', 'precision_accuracy_table', 'results_table',
-           'write_readme', 'bench_meta', 'run_benchmarks', 'run_bench']
+           'latest_rows', 'rows_table', 'bench_meta', 'run_benchmarks', 'run_bench']
 
 # %% ../nbs/07_benchmarks.ipynb #0682ee1f
 def versions() -> dict:
@@ -57,13 +54,13 @@ def portable_name(p: str | Path) -> str:
 # %% ../nbs/07_benchmarks.ipynb #516001c3
 BENCHMARKS = ("train", "lengths", "serve", "strategies")
 NEEDS = {"train": ("transformers", "datasets", "accelerate"), "lengths": ("transformers",), "strategies": ("transformers", "datasets"),
-         "serve": ("fastapi", "uvicorn", "httpx"), "plots": ("matplotlib",)}
+         "serve": ("fastapi", "uvicorn", "httpx")}
 
 def check_benchmarks(what: Sequence[str]) -> None:
     "Refuse unknown parts in `what`, or parts whose packages are not installed, before any work starts."
     unknown = [w for w in what if w not in BENCHMARKS]
     if unknown: raise ConfigError(f"what: unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
-    needed = [m for part in (*what, "plots") for m in NEEDS[part]]
+    needed = [m for part in what for m in NEEDS[part]]
     missing = sorted({m for m in needed if importlib.util.find_spec(m) is None})
     if missing:
         raise DistrinewsError(f"bench: {', '.join(what)} needs {', '.join(missing)}, which is not installed; "
@@ -110,6 +107,7 @@ def hf_training_args(cfg: Config,      # the run's configuration
         eval_strategy="no", save_strategy="no", logging_steps=cfg.log_every, report_to=[], seed=cfg.seed,
         dataloader_num_workers=0, use_cpu=on_cpu, disable_tqdm=True)
 
+# %% ../nbs/07_benchmarks.ipynb #b6de13b6
 def run_hf_trainer(cfg: Config) -> dict:
     "Train `cfg`'s model on `cfg`'s rows with `transformers.Trainer` (one process); a summary like distrinews'."
     from transformers import DataCollatorWithPadding, Trainer
@@ -157,6 +155,7 @@ def vendor_peak_flops(hw: dict,         # `describe_hardware()`
     peak = PEAK_TFLOPS.get(gpu_model(hw["name"]))   # exact: "A10" must not match an A100, nor "L4" an L40S
     return peak * 1e12 * world_size if peak else None
 
+# %% ../nbs/07_benchmarks.ipynb #64523463
 def bench_peak_flops(precision: str,  # fp32, fp16 or bf16
                      trials: int = 2,  # best of, per size
                     ) -> float:
@@ -177,6 +176,7 @@ def mfu(s: dict,          # a run's summary: `flops_per_token`, `train_tokens_pe
                 mfu=achieved / s["peak_flops"], bench_peak_flops=bench_peak, mfu_bench_peak=achieved / bench_peak if bench_peak else None,
                 vendor_peak_flops=vendor, mfu_vendor=achieved / vendor if vendor else None)
 
+# %% ../nbs/07_benchmarks.ipynb #c5bcc3dc
 def default_precisions(hw: dict | None = None) -> tuple[str, ...]:
     "fp32, plus bf16 on a CPU that computes it natively; on GPUs the mixed precision they run fast (fp16 before Ampere)."
     hw = hw or describe_hardware()
@@ -213,6 +213,7 @@ def train_row(system: str,     # distrinews or hf_trainer
             "eval_macro_f1": s["eval"]["macro_f1"], "eval_n": s["eval"]["n"], "peak_mem_mb": s["peak_mem_mb"],
             "steps": s["global_step"], "curve": curve}
 
+# %% ../nbs/07_benchmarks.ipynb #98142d99
 def measure_run(system: str,                # distrinews or hf_trainer
                 cfg: Config,                # the run's configuration
                 world_size: int,            # its processes
@@ -333,6 +334,7 @@ def _time_length(model_name: str, length: int, batch_size: int, steps: int, prec
     return dict(max_length=length, precision=precision, samples_per_s=batch_size * steps / dt,
                 tokens_per_s=batch_size * length * steps / dt, step_s=dt / steps, peak_mem_mb=peak_mem_mb(env.device))
 
+# %% ../nbs/07_benchmarks.ipynb #71beea9c
 def bench_lengths(model: str,                               # model name or folder
                   lengths: Sequence[int] = (64, 128, 256, 512),  # tokens per row
                   batch_size: int = 8,                      # rows per step
@@ -414,19 +416,6 @@ def serve_worker(system: str,       # distrinews or naive
         app = create_app(checkpoint, **opts)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
-def _main(argv: list[str] | None = None) -> int:
-    "`python -m distrinews.bench serve-worker SYSTEM CHECKPOINT PORT OPTIONS_JSON`."
-    p = argparse.ArgumentParser(prog="python -m distrinews.bench")
-    sub = p.add_subparsers(dest="command", required=True)
-    w = sub.add_parser("serve-worker", help="run one server of the serving benchmark")
-    w.add_argument("system", choices=("distrinews", "naive"))
-    w.add_argument("checkpoint")
-    w.add_argument("port", type=int)
-    w.add_argument("opts", nargs="?", default="{}", help="options as JSON")
-    args = p.parse_args(argv)
-    serve_worker(args.system, args.checkpoint, args.port, json.loads(args.opts))
-    return 0
-
 # %% ../nbs/07_benchmarks.ipynb #d6279c19
 def _wait_healthy(proc: subprocess.Popen, url: str, log, system: str, startup_s: float) -> None:
     "Return when `url/health` answers 200; raise with the server's output if it exits or takes over `startup_s`."
@@ -450,6 +439,9 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.kill()
         proc.wait()
 
+# %% ../nbs/07_benchmarks.ipynb #57408914
+WORKER = "import sys, json; from distrinews.bench import serve_worker; serve_worker(*sys.argv[1:3], int(sys.argv[3]), json.loads(sys.argv[4]))"
+
 @contextmanager
 def serve_in_subprocess(system: str, checkpoint: str | Path, startup_s: float = 120.0, **opts):
     "Run the `distrinews` or `naive` server for `checkpoint` in a subprocess on a free loopback port; yields its URL."
@@ -457,7 +449,7 @@ def serve_in_subprocess(system: str, checkpoint: str | Path, startup_s: float = 
     for attempt in range(3):   # a free port can be taken by another program before the server binds it: take another
         port = free_port()
         log = tempfile.TemporaryFile()
-        cmd = [sys.executable, "-m", "distrinews.bench", "serve-worker", system, str(checkpoint), str(port), json.dumps(opts)]
+        cmd = [sys.executable, "-c", WORKER, system, str(checkpoint), str(port), json.dumps(opts)]
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         url = f"http://127.0.0.1:{port}"
         try:
@@ -521,6 +513,7 @@ def _start_servers(stack: ExitStack, checkpoint, systems, dtypes, texts, threads
             servers[s, d] = (url, runs)
     return servers
 
+# %% ../nbs/07_benchmarks.ipynb #3c259800
 def bench_serve(checkpoint: str | Path,                     # the checkpoint both servers load
                 concurrency: Sequence[int] = (1, 32),       # clients at once, one cell each
                 n_requests: int = 400,                      # requests per cell
@@ -587,13 +580,6 @@ def _runs_newest_first(out: Path) -> list[Path]:
     "The result files of `distrinews bench` runs in `out/results/`, newest first (run ids start with the UTC time)."
     return sorted((Path(out)/"results").glob("[0-9]" * 8 + "-[0-9][0-9][0-9][0-9]-*.json"), reverse=True)
 
-def load_results(out: Path, kind: str | None = None) -> list[dict]:
-    "Rows of the most recent `distrinews bench` run in `out/results/` (with rows of `kind`, if given)."
-    for f in _runs_newest_first(out):
-        rows = json.loads(f.read_text())
-        if kind is None or any(r["kind"] == kind for r in rows): return rows
-    return []
-
 KINDS = ("train", "strategy", "serve", "length", "projection")
 
 def latest_rows(out: Path) -> list[dict]:
@@ -606,286 +592,25 @@ def latest_rows(out: Path) -> list[dict]:
     return sorted(rows, key=lambda r: KINDS.index(r["kind"]))   # stable: each run's rows keep their order
 
 # %% ../nbs/07_benchmarks.ipynb #d65394c3
-def _save(fig, path: Path, title: str, hw: str) -> Path:
-    "Title `fig` with what it shows and the hardware, write it to `path`, close it."
-    import matplotlib.pyplot as plt
-    fig.suptitle(f"{title}\n{hw}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+COLUMNS = {"train": ("system", "variant", "precision", "world_size", "samples_per_s", "mfu_bench_peak", "eval_accuracy"),
+           "strategy": ("strategy", "precision", "world_size", "samples_per_s", "state_bytes_per_rank", "eval_accuracy"),
+           "serve": ("system", "dtype", "concurrency", "rps", "p50_ms", "p99_ms", "errors"),
+           "length": ("max_length", "batch_size", "samples_per_s", "tokens_per_s", "peak_mem_mb"),
+           "projection": ("mfu", "steps", "compute_ms", "allreduce_ms", "epoch_s")}
 
-def _label(r: dict) -> str:
-    "How a training row is named on an axis."
-    random = "\nrandom batches" if r["system"] == "distrinews" and r.get("variant") == "random batches" else ""
-    return f"{r['system']}\n{r['world_size']} proc {r.get('precision', '')}{random}"
+def _cell(v) -> str:
+    "A value as a table cell: floats with 4 significant digits, None as '-'."
+    return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
-def plot_train_throughput(tr: list[dict], path: Path) -> Path:
-    "Bars: training samples/s (and accuracy) of every training row."
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(max(6.5, 1.1 * len(tr)), 3.8))
-    colors = ["#1f77b4" if r["system"] == "distrinews" else "#999" for r in tr]
-    bars = ax.bar([_label(r) for r in tr], [r["samples_per_s"] for r in tr], color=colors)
-    for b, r in zip(bars, tr):
-        ax.annotate(f"{r['samples_per_s']:.1f}/s\nacc {100 * r['eval_accuracy']:.1f}%",
-                    (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=8)
-    ax.set_ylabel("training samples / s")
-    ax.set_ylim(0, max(r["samples_per_s"] for r in tr) * 1.3)
-    ax.tick_params(axis="x", labelsize=7)
-    return _save(fig, path, "Training throughput, same model, data and settings", tr[0]["hardware"])
-
-def plot_mfu(tr: list[dict], path: Path) -> Path | None:
-    "Bars: MFU of every training row against the peak its run measured and against the benchmark's (None without MFU)."
-    import matplotlib.pyplot as plt
-    tr = [r for r in tr if r.get("mfu") is not None]
-    if not tr: return None
-    fig, ax = plt.subplots(figsize=(max(6.5, 1.1 * len(tr)), 3.8))
-    xs = range(len(tr))
-    for k, (m, p, name) in enumerate([("mfu", "peak_flops", "run's peak"), ("mfu_bench_peak", "bench_peak_flops", "benchmark's peak")]):
-        rs = [(x, r) for x, r in zip(xs, tr) if r.get(m) is not None]
-        bars = ax.bar([x + 0.4 * k - 0.2 for x, _ in rs], [100 * r[m] for _, r in rs], 0.4, label=f"of the {name}")
-        for b, (_, r) in zip(bars, rs):
-            ax.annotate(f"{100 * r[m]:.0f}%\n{r[p] / 1e9:,.0f}", (b.get_x() + b.get_width() / 2, b.get_height()),
-                        ha="center", va="bottom", fontsize=6)
-    ax.set_xticks(list(xs))
-    ax.set_xticklabels([_label(r) for r in tr])
-    ax.set_ylabel("MFU, % of a measured matmul peak")
-    ax.set_ylim(0, max(100 * r.get(m) for r in tr for m in ("mfu", "mfu_bench_peak") if r.get(m) is not None) * 1.35)
-    ax.tick_params(axis="x", labelsize=7)
-    ax.legend(fontsize=7)
-    return _save(fig, path, "Model FLOPs utilization against matmul peaks measured in the same run (peak GFLOP/s on each bar)",
-                 tr[0]["hardware"])
-
-def _grouped(tr: list[dict]) -> dict:
-    "distrinews' length-grouped rows per precision, by world size."
-    out = {}
-    for r in sorted(tr, key=lambda r: r["world_size"]):
-        if r["system"] == "distrinews" and r.get("variant") != "random batches": out.setdefault(r.get("precision", ""), []).append(r)
-    return out
-
-def plot_scaling(tr: list[dict], path: Path) -> Path | None:
-    "Speedup and efficiency of distrinews from 1 to N processes, per precision (None with one world size)."
-    import matplotlib.pyplot as plt
-    series = {p: rs for p, rs in _grouped(tr).items() if len(rs) > 1}
-    if not series: return None
-    fig, ax = plt.subplots(figsize=(6.5, 3.4))
-    for p, rs in series.items():
-        ws = [r["world_size"] for r in rs]
-        ax.plot(ws, [r["speedup"] for r in rs], "o-", label=f"speedup {p}")
-        ax.plot(ws, [r["efficiency"] for r in rs], "s-", label=f"efficiency {p}")
-    ws = sorted({r["world_size"] for rs in series.values() for r in rs})
-    ax.plot(ws, ws, "k--", lw=0.8, label="ideal")
-    ax.set_xlabel("processes (world size)")
-    ax.set_xticks(ws)
-    ax.legend(fontsize=8)
-    return _save(fig, path, "distrinews scaling, 1 to N processes", tr[0]["hardware"])
-
-def plot_accuracy(tr: list[dict], path: Path) -> Path | None:
-    "Eval accuracy during training of each distrinews run, the HF Trainer's at the end (None without curves)."
-    import matplotlib.pyplot as plt
-    if not any(r.get("curve") for r in tr): return None
-    fig, ax = plt.subplots(figsize=(6.5, 3.4))
-    for r in tr:
-        if r.get("curve"):
-            ax.plot([c[0] for c in r["curve"]], [c[1] for c in r["curve"]], "o-",
-                    label=f"distrinews {r['world_size']} proc {r.get('precision', '')}, {r.get('variant', '')}")
-        if r["system"] == "hf_trainer":
-            ax.axhline(r["eval_accuracy"], color="#999", ls="--", label=f"HF Trainer {r.get('precision', '')} (end)")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("eval accuracy")
-    ax.legend(fontsize=7)
-    return _save(fig, path, "Accuracy during training", tr[0]["hardware"])
-
-def _server(r: dict) -> str:
-    "How a serve row's server is named: system and the precision it ran in."
-    if "dtype" in r: return f"{r['system']} {r['dtype']}"
-    return r["system"] + (" int8" if r.get("quantized") else "")
-
-def plot_serving(sv: list[dict], path: Path) -> Path:
-    "Requests/s and p50/p99 latency of each server at each concurrency (first round)."
-    import matplotlib.pyplot as plt
-    sv = [r for r in sv if r.get("repeat", 0) == 0]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.4))
-    systems = sorted({_server(r) for r in sv})
-    conc = sorted({r["concurrency"] for r in sv})
-    w = 0.8 / len(systems)
-    for i, s in enumerate(systems):
-        rs = [next((r for r in sv if _server(r) == s and r["concurrency"] == c), None) for c in conc]
-        xs = [j + i * w for j in range(len(conc))]
-        a1.bar(xs, [r["rps"] if r else 0 for r in rs], w, label=s)
-        a2.bar(xs, [r["p50_ms"] if r else 0 for r in rs], w, label=f"{s} p50")
-        a2.scatter(xs, [r["p99_ms"] if r else 0 for r in rs], marker="_", s=200, color="k")
-    for a in (a1, a2):
-        a.set_xticks([j + w * (len(systems) - 1) / 2 for j in range(len(conc))])
-        a.set_xticklabels([f"{c} clients" for c in conc])
-    a1.set_ylabel("requests / s")
-    a2.set_ylabel("latency ms (bar p50, tick p99)")
-    a2.set_yscale("log")
-    a1.legend(fontsize=8)
-    texts = sv[0].get("texts", "texts not recorded")
-    return _save(fig, path, f"Serving: distrinews vs one forward pass per request ({texts})", sv[0]["hardware"])
-
-def plot_lengths(ln: list[dict], path: Path) -> Path:
-    "Training samples/s and peak memory against tokens per row."
-    import matplotlib.pyplot as plt
-    fig, a1 = plt.subplots(figsize=(6.5, 3.4))
-    L = [r["max_length"] for r in ln]
-    a1.plot(L, [r["samples_per_s"] for r in ln], "o-")
-    a1.set_xlabel("tokens per row")
-    a1.set_ylabel("training samples / s")
-    a1.set_xscale("log", base=2)
-    a1.set_xticks(L)
-    a1.set_xticklabels(L)
-    a2 = a1.twinx()
-    a2.plot(L, [r["peak_mem_mb"] for r in ln], "s--", color="C1")
-    a2.set_ylabel("peak memory MB", color="C1")
-    return _save(fig, path, f"Cost of sequence length (batch {ln[0]['batch_size']})", ln[0]["hardware"])
-
-def plot_results(rows: list[dict], plots: Path) -> list[Path]:
-    "Draw the PNG plots of one run's `rows` into `plots/`; returns their paths."
-    import matplotlib
-    matplotlib.use("Agg")
-    plots = Path(plots)
-    plots.mkdir(parents=True, exist_ok=True)
-    of = lambda kind: [r for r in rows if r["kind"] == kind]
-    tr, sv, ln = of("train"), of("serve"), of("length")
-    made = []
-    if tr: made += [plot_train_throughput(tr, plots/"train_throughput.png"), plot_mfu(tr, plots/"mfu.png"),
-                    plot_scaling(tr, plots/"scaling.png"), plot_accuracy(tr, plots/"accuracy.png")]
-    if sv: made.append(plot_serving(sv, plots/"serving.png"))
-    if ln: made.append(plot_lengths(ln, plots/"lengths.png"))
-    return [p for p in made if p is not None]
-
-# %% ../nbs/07_benchmarks.ipynb #53174a7d
-def _native(bf16: dict | None) -> str:
-    "A row's `cpu_bf16` in words: the native bf16 units it has, 'no', or 'not recorded'."
-    return (", ".join(k for k, v in bf16.items() if v) or "no") if bf16 else "not recorded"
-
-def _mfu_cells(r: dict) -> str:
-    "Model GFLOP/s and the MFU against the run's peak, the benchmark's peak (each with the peak) and the vendor's: four cells."
-    if r.get("mfu") is None: return "– | – | – | –"
-    of = lambda m, p: f"{100 * r[m]:.0f} % of {r[p] / 1e9:,.0f}" if r.get(m) is not None else "–"
-    vendor = f"{100 * r['mfu_vendor']:.1f} %" if r.get("mfu_vendor") is not None else "–"
-    return f"{r['model_flops_per_s'] / 1e9:,.1f} | {of('mfu', 'peak_flops')} | {of('mfu_bench_peak', 'bench_peak_flops')} | {vendor}"
-
-def train_table(tr: list[dict]) -> list[str]:
-    "Markdown lines: one training row per line, with its precision, its ratio to the same-precision Trainer and its MFU."
-    out = [f"Training on **{tr[0]['hardware']}** (native bf16: {_native(tr[0].get('cpu_bf16'))}). MFU: model FLOP/s "
-           "over the FLOP/s of a matmul in the row's precision measured on this machine in this run, by the training run "
-           "itself (a short product, all its processes) and by the benchmark before the runs of that precision (a longer "
-           "one), in GFLOP/s; and over the vendor's peak (GPUs only).\n",
-           "| system | batches | precision | processes | samples/s | real tokens/s | vs HF Trainer (same precision) "
-           "| speedup vs 1 proc | model GFLOP/s | MFU (run's peak) | MFU (benchmark's peak) | MFU (vendor peak) "
-           "| eval accuracy | macro-F1 | train s | wall s | peak MB |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    tr = [dict(r) for r in tr]
-    add_ratios(tr)                 # rows written before the ratios were stored get them here
-    for r in tr:
-        vs = f"{r['vs_hf']:.2f}×" if "vs_hf" in r else "–"
-        sp = f"{r['speedup']:.2f}× ({100 * r['efficiency']:.0f} %)" if "speedup" in r else "–"
-        out.append(f"| {r['system']} | {r.get('variant', '')} | {r.get('precision', '?')} | {r['world_size']} | "
-                   f"{r['samples_per_s']:.1f} | {r['tokens_per_s']:,.0f} | {vs} | {sp} | {_mfu_cells(r)} | "
-                   f"{100 * r['eval_accuracy']:.2f} % | {r['eval_macro_f1']:.4f} | {r['train_s']:.0f} | {r['wall_s']:.0f} | "
-                   f"{r['peak_mem_mb']:.0f} |")
-    loads = [f"{r['load_avg_before']:.1f}→{r['load_avg_after']:.1f}" for r in tr if "load_avg_before" in r]
-    if loads:
-        out.append(f"\nLoad average (1 min) before→after each run, in order: {', '.join(loads)} (on "
-                   f"{tr[0]['hardware'].split(', ')[-1]}; a load above the core count means something else shared the CPU).")
-    return out + [""]
-
-def strategy_table(st: list[dict]) -> list[str]:
-    "Markdown lines: DDP and FSDP on the same processes, per precision: samples/s and training state per rank, FSDP over DDP."
-    out = [f"DDP against FSDP on **{st[0]['hardware']}** (native bf16: {_native(st[0].get('cpu_bf16'))}), same run and "
-           "recipe; training state = weights + gradients + optimizer state held by the largest rank.\n",
-           "| precision | strategy | processes | samples/s | × DDP | training state per rank (MB) | × DDP | peak MB | eval accuracy |",
-           "|---|---|---|---|---|---|---|---|---|"]
-    for r in st:
-        x = lambda k: f"{r[k]:.2f}×" if k in r else "–"
-        out.append(f"| {r['precision']} | {r['strategy']} | {r['world_size']} | {r['samples_per_s']:.1f} | {x('vs_ddp')} | "
-                   f"{r['state_bytes_per_rank'] / 1e6:,.1f} | {x('state_vs_ddp')} | {r['peak_mem_mb']:.0f} | {100 * r['eval_accuracy']:.2f} % |")
-    return out + [""]
-
-def serve_table(sv: list[dict]) -> list[str]:
-    "Markdown lines: per server and clients, median requests/s, × naive (same rounds), p50/p99, errors; texts and CPU named."
-    cells = {}
-    for r in sv: cells.setdefault((_server(r), r["concurrency"]), []).append(r)
-    med = lambda rs, k: statistics.median(r[k] for r in rs)
-    def vs_naive(rs):
-        naive = {r.get("repeat", 0): r["rps"] for r in sv if r["system"] == "naive" and r["concurrency"] == rs[0]["concurrency"]}
-        ratios = [r["rps"] / naive[r.get("repeat", 0)] for r in rs if naive.get(r.get("repeat", 0))]
-        return f"{statistics.median(ratios):.2f}×" if ratios else "–"
-    native = _native(sv[0].get("cpu_bf16"))
-    rounds = len({r.get("repeat", 0) for r in sv})
-    out = [f"Serving on **{sv[0]['hardware']}** (native bf16: {native}); texts sent: {sv[0].get('texts', 'not recorded')}; "
-           f"{rounds} round(s), medians.\n",
-           "| server | clients | requests/s | × naive | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|---|"]
-    for (s, c), rs in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        out.append(f"| {s} | {c} | {med(rs, 'rps'):.1f} | {vs_naive(rs)} | {med(rs, 'p50_ms'):.1f} | "
-                   f"{med(rs, 'p99_ms'):.1f} | {sum(r['errors'] for r in rs)} |")
-    return out + [""]
-
-def lengths_table(ln: list[dict]) -> list[str]:
-    "Markdown lines: samples/s, tokens/s and peak memory per sequence length."
-    out = [f"| tokens per row (batch {ln[0]['batch_size']}) | samples/s | tokens/s | peak MB |", "|---|---|---|---|"]
-    out += [f"| {r['max_length']} | {r['samples_per_s']:.1f} | {r['tokens_per_s']:,.0f} | {r['peak_mem_mb']:.0f} |" for r in ln]
-    return out + [""]
-
-def projection_table(pj: list[dict]) -> list[str]:
-    "Markdown lines: the projected epoch on 2×T4 for each assumed MFU."
-    out = ["Projected epoch of AG News (120k rows) on 2×T4 (assumptions in the chapter):", "",
-           "| assumed MFU | steps | compute ms/step | all-reduce ms (exposed) | epoch s |", "|---|---|---|---|---|"]
-    out += [f"| {100 * r['mfu']:.0f} % | {r['steps']} | {r['compute_ms']:.1f} | {r['allreduce_ms']:.1f} "
-            f"({r['exposed_allreduce_ms']:.1f}) | {r['epoch_s']:.0f} |" for r in pj]
-    return out + [""]
-
-def load_precision_accuracy(out: Path) -> dict | None:
-    "The latest `results/precision_accuracy_<date>.json` under `out`: one recipe trained in fp32 and in bf16 (None if none)."
-    files = sorted((Path(out)/"results").glob("precision_accuracy_*.json"))
-    return json.loads(files[-1].read_text()) if files else None
-
-def precision_accuracy_table(d: dict | None) -> list[str]:
-    "Markdown lines: held-out accuracy of one recipe trained in fp32 and in bf16, with eval n, the CPU and its native bf16."
-    if d is None: return ["_No fp32/bf16 accuracy comparison here: it lives in the repository's `benchmarks/results/`._", ""]
-    r = d["recipe"]
-    rows = r["max_train_samples"] or "all"
-    out = [f"Accuracy, fp32 against bf16 training ({d['date']}, **{d['hardware']}**, native bf16: {_native(d.get('cpu_bf16'))}): "
-           f"`{r['model']}` on {rows} training rows of `{r['data']}`, {r['epochs']} epoch, {r['nproc']} processes, global batch "
-           f"{r['global_batch']}, max length {r['max_length']}, lr {r['lr']:g}, seed {r['seed']}; the same held-out rows for both.\n",
-           "| precision | eval accuracy | macro-F1 | eval loss | eval n | training rows | steps | samples/s |",
-           "|---|---|---|---|---|---|---|---|"]
-    for p, x in d["runs"].items():
-        out.append(f"| {p} | {100 * x['eval_accuracy']:.2f} % | {x['eval_macro_f1']:.4f} | {x['eval_loss']:.4f} | {x['eval_n']} | "
-                   f"{x['train_rows']:,} | {x['steps']} | {x['train_samples_per_s']:.1f} |")
-    out.append(f"\nbf16 − fp32: **{d['bf16_minus_fp32_points']:+.2f} points** (the goal: within ±0.3).")
-    return out + [""]
-
-def results_table(rows: list[dict]) -> str:
-    "Markdown tables of one run's rows (what `benchmarks/README.md` shows)."
-    if not rows: return "_no results yet_\n"
+def rows_table(rows: list[dict]) -> str:
+    "A plain-text table per kind of row, with the `COLUMNS` of that kind."
     out = []
-    for run in dict.fromkeys(r.get("run_id", "?") for r in rows):   # rows may come from several runs (`latest_rows`)
-        rs = [r for r in rows if r.get("run_id", "?") == run]
-        r0, kinds = rs[0], ", ".join(dict.fromkeys(r["kind"] for r in rs))
-        vers = ", ".join(f"{k} {v}" for k, v in r0.get("versions", {}).items())
-        out.append(f"Run `{run}` ({kinds}) on **{r0['hardware']}**; model `{r0.get('model_name', r0.get('model'))}`, "
-                   f"data `{r0.get('data_name', r0.get('data'))}`; {vers}.\n")
-    tables = {"train": train_table, "strategy": strategy_table, "serve": serve_table, "length": lengths_table,
-              "projection": projection_table}
-    for kind, table in tables.items():
-        of_kind = [r for r in rows if r["kind"] == kind]
-        if of_kind: out += table(of_kind)
+    for kind, cols in COLUMNS.items():
+        cells = [[_cell(r.get(c)) for c in cols] for r in rows if r["kind"] == kind]
+        if not cells: continue
+        w = [max(map(len, col)) for col in zip(cols, *cells)]
+        out += [f"{kind}:"] + ["  ".join(x.rjust(n) for x, n in zip(line, w)) for line in (cols, *cells)] + [""]
     return "\n".join(out)
-
-def write_readme(rows: list[dict], out: Path) -> Path:
-    "Regenerate `out/README.md` from the latest run's rows (and the latest fp32/bf16 accuracy comparison, if there is one)."
-    p = Path(out)/"README.md"
-    plots = sorted((Path(out)/"plots").glob("*.png"))
-    acc = load_precision_accuracy(out)
-    acc = "\n## bf16 against fp32: accuracy\n\n" + "\n".join(precision_accuracy_table(acc)) if acc else ""
-    p.write_text("# Benchmark results\n\nGenerated by `distrinews bench` from `results/*.json` (the latest run of each kind); "
-                 "see [the benchmarks chapter](../nbs/07_benchmarks.ipynb) for what each number means.\n\n"
-                 + results_table(rows) + "\n" + "".join(f"![{q.stem}](plots/{q.name})\n" for q in plots) + acc)
-    return p
 
 # %% ../nbs/07_benchmarks.ipynb #9c0add64
 def bench_meta(cfg: Config, run_id: str, hw: dict) -> dict:
@@ -896,8 +621,9 @@ def bench_meta(cfg: Config, run_id: str, hw: dict) -> dict:
                 max_train_samples=cfg.max_train_samples, val_fraction=cfg.val_fraction, eval_every=cfg.eval_every,
                 seed=cfg.seed, model=model, data=data)
 
+# %% ../nbs/07_benchmarks.ipynb #7bcc35e5
 def run_benchmarks(cfg: Config,                               # model, data and recipe
-                   out: str | Path = "benchmarks",            # folder for results/, plots/ and README.md
+                   out: str | Path = "benchmarks",            # folder for results/
                    what: Sequence[str] = BENCHMARKS,          # parts to run: train, lengths, serve
                    world_sizes: Sequence[int] = (1, 2),       # distrinews process counts (same global batch)
                    lengths: Sequence[int] = (64, 128, 256, 512),  # sequence lengths of the cost curve
@@ -908,7 +634,7 @@ def run_benchmarks(cfg: Config,                               # model, data and 
                    serve_dtypes: Sequence[str] = ("fp32", "auto"),  # distrinews serving precisions
                    strategy_precisions: Sequence[str] | None = None,  # precisions of DDP vs FSDP (default: the first training one)
                   ) -> list[dict]:
-    "Run the benchmarks in `what` for `cfg`, write results (after every row), plots and table under `out`; the rows."
+    "Run the benchmarks in `what` for `cfg`, writing `out/results/<run_id>.json` after every row; the rows."
     check_benchmarks(what)
     if "serve" in what and "train" not in what and checkpoint is None:
         raise ConfigError("checkpoint: serving alone needs --checkpoint (or include train: its 1-process model is served)")
@@ -938,9 +664,6 @@ def run_benchmarks(cfg: Config,                               # model, data and 
         if rows: print(f"bench: stopped by an error; the {len(rows)} rows measured so far are in "
                        f"{Path(out)/'results'/f'{run_id}.json'}", file=sys.stderr)
         raise
-    shown = latest_rows(out)          # this run's rows, and the latest of each kind it did not measure
-    plot_results(shown, Path(out)/"plots")
-    write_readme(shown, out)
     return rows
 
 # %% ../nbs/07_benchmarks.ipynb #c37b3618
@@ -959,7 +682,7 @@ def _names(flag: str, text: str, allowed: Sequence[str]) -> tuple[str, ...]:
     return xs
 
 def run_bench(args) -> int:
-    "`distrinews bench`: run the benchmarks, print the tables."
+    "`distrinews bench`: run the benchmarks, print their rows and where the report comes from."
     from distrinews.config import PRECISIONS, config_from_args
     what = _names("--what", args.what, BENCHMARKS)
     check_benchmarks(what)
@@ -970,9 +693,6 @@ def run_bench(args) -> int:
     dtypes = _names("--serve-dtypes", args.serve_dtypes, ("auto", "fp32", "bf16", "fp16", "int8"))
     rows = run_benchmarks(cfg, args.out, what, ws, _ints("--lengths", args.lengths), args.serve_requests, args.run_id,
                           precisions=precisions, checkpoint=args.checkpoint, serve_dtypes=dtypes)
-    print(results_table(rows))
+    print(rows_table(rows))
+    print(f"Results in {Path(args.out)/'results'}; tables and plots: python benchmarks/report.py {args.out} (in the repository)")
     return 0
-
-# %% ../nbs/07_benchmarks.ipynb #264fe3c4
-#| eval: false
-if __name__ == "__main__": raise SystemExit(_main())
