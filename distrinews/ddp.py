@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_ddp.ipynb #a4b46828
 from __future__ import annotations
-import contextlib, datetime, json, os, random, resource, socket, time
+import contextlib, datetime, hashlib, json, os, random, resource, socket, time
 from dataclasses import dataclass
 import torch
 import torch.distributed as dist
@@ -14,7 +14,8 @@ from .config import DistrinewsError
 __all__ = ['DEFAULT_TIMEOUT_S', 'DistEnv', 'collective_timeout', 'setup_distributed', 'cleanup_distributed', 'abort_distributed',
            'get_rank', 'get_world_size', 'rank_print', 'all_reduce_mean', 'all_reduce_sum', 'all_reduce_max', 'barrier',
            'main_process_first', 'seed_everything', 'check_can_fork', 'default_nproc', 'launched_processes',
-           'gather_eval', 'classification_metrics', 'describe_hardware', 'cpu_has_native_bf16', 'gpu_has_native_bf16',
+           'weights_checksum', 'plain_train_loop', 'gather_floats', 'ddp_train_loop', 'gather_eval',
+           'classification_metrics', 'describe_hardware', 'cpu_has_native_bf16', 'gpu_has_native_bf16',
            'auto_precision', 'free_port', 'peak_mem_mb']
 
 # %% ../nbs/03_ddp.ipynb #7f1add72
@@ -94,8 +95,9 @@ def get_world_size() -> int: return dist.get_world_size() if dist.is_available()
 
 def rank_print(*args, all_ranks: bool = False, **kwargs) -> None:
     "`print` on rank 0 only (or on every rank, prefixed `[rank r]`, with `all_ranks=True`)."
-    if all_ranks: print(f"[rank {get_rank()}]", *args, **kwargs, flush=True)
-    elif get_rank() == 0: print(*args, **kwargs, flush=True)
+    sep = kwargs.pop("sep", " ")                     # one write per line: the ranks' lines do not interleave mid-line
+    if all_ranks: print(f"[rank {get_rank()}] " + sep.join(map(str, args)), **kwargs, flush=True)
+    elif get_rank() == 0: print(sep.join(map(str, args)), **kwargs, flush=True)
 
 # %% ../nbs/03_ddp.ipynb #2781979f
 def all_reduce_mean(x: float | torch.Tensor, device: torch.device | None = None) -> float:
@@ -163,6 +165,86 @@ def launched_processes(num_processes: int) -> int:
     kaggle = any(k.startswith("KAGGLE") for k in os.environ)
     colab = not kaggle and "google.colab" in str(get_ipython())     # accelerate's own test
     return 1 if num_processes <= 1 or (colab and torch.cuda.device_count() < 2) else num_processes
+
+# %% ../nbs/03_ddp.ipynb #111aedaa
+def weights_checksum(model: torch.nn.Module) -> str:
+    "A short fingerprint of the exact bytes of every parameter: two ranks agree only if their weights are bit-identical."
+    h = hashlib.sha256()
+    for p in model.parameters(): h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+def plain_train_loop(global_batch: int = 16, accum: int = 2, epochs: int = 2, n_rows: int = 128, lr: float = 2e-3,
+                     seed: int = 0) -> dict:
+    "One process, no DDP: the loop `ddp_train_loop` starts from. Returns the loss of each step and a weights checksum."
+    from torch.utils.data import DataLoader, RandomSampler
+    from distrinews.data import make_collator, synthetic_news, tokenize
+    from distrinews.model import load_model
+    torch.manual_seed(seed)                                  # the same initial weights on every run
+    model, tok = load_model("tiny", dropout=0.0)
+    ds = tokenize(synthetic_news(n_rows), tok, max_length=32, cache=False).remove_columns("idx")
+    g = torch.Generator()
+    loader = DataLoader(ds, batch_size=global_batch // accum, sampler=RandomSampler(ds, generator=g),
+                        collate_fn=make_collator(tok))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses, running = [], 0.0
+    for epoch in range(epochs):
+        g.manual_seed(seed + epoch)                          # a new order each epoch, the same on every run
+        for i, batch in enumerate(loader):
+            loss = model(**batch).loss / accum               # this micro-batch's share of the step's loss
+            loss.backward()                                  # .grad adds up over the step's micro-batches
+            running += loss.item()
+            if (i + 1) % accum: continue                     # not the step's last micro-batch yet
+            opt.step(); opt.zero_grad()
+            losses.append(running); running = 0.0
+            print(f"epoch {epoch} step {len(losses)}: loss {losses[-1]:.4f}")
+    return dict(losses=losses, weights=weights_checksum(model))
+
+# %% ../nbs/03_ddp.ipynb #047a3df5
+def gather_floats(x: float) -> list[float]:
+    "`x` from every rank, in rank order (`[x]` for one process); every rank must call it."
+    if get_world_size() == 1: return [float(x)]
+    out = [None] * get_world_size()
+    dist.all_gather_object(out, float(x))
+    return out
+
+def ddp_train_loop(out_dir: str, global_batch: int = 16, accum: int = 2, epochs: int = 2, n_rows: int = 128,
+                   lr: float = 2e-3, seed: int = 0) -> None:
+    "`plain_train_loop` under DDP (the lines it adds are marked NEW); each rank writes `out_dir/rank{r}.json`."
+    from torch.utils.data import DataLoader, DistributedSampler                  # NEW: DistributedSampler
+    from torch.nn.parallel import DistributedDataParallel as DDP                 # NEW
+    from distrinews.data import make_collator, synthetic_news, tokenize
+    from distrinews.model import load_model
+    env = setup_distributed()                                # NEW: join the group; rank, world size, device
+    torch.manual_seed(seed)
+    model, tok = load_model("tiny", dropout=0.0)
+    model = model.to(env.device)                             # NEW: this rank's GPU (or the CPU)
+    if env.distributed: model = DDP(model)                   # NEW: rank 0's weights to all; all-reduce hooks on backward
+    no_sync = model.no_sync if env.distributed else contextlib.nullcontext    # NEW: one process has nothing to sync
+    ds = tokenize(synthetic_news(n_rows), tok, max_length=32, cache=False).remove_columns("idx")
+    sampler = DistributedSampler(ds, num_replicas=env.world_size, rank=env.rank, seed=seed)  # NEW: rows r, r+W, ...
+    loader = DataLoader(ds, batch_size=global_batch // accum // env.world_size, sampler=sampler,   # NEW: / W per rank
+                        collate_fn=make_collator(tok))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses, log, running = [], [], 0.0
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)                             # NEW: reseeds with seed + epoch: a new order each epoch
+        for i, batch in enumerate(loader):
+            batch = {k: v.to(env.device) for k, v in batch.items()}                 # NEW
+            last = (i + 1) % accum == 0                      # NEW: the step's last micro-batch all-reduces
+            with contextlib.nullcontext() if last else no_sync():   # NEW: forward AND backward inside no_sync
+                loss = model(**batch).loss / accum           # DDP decides here, in the forward, whether backward reduces
+                loss.backward()                              # if last: DDP's hooks all-reduce (average) .grad in buckets
+            running += loss.item()
+            if (i + 1) % accum: continue
+            opt.step(); opt.zero_grad()                      # same gradients on every rank: same step, same weights
+            losses.append(running); running = 0.0
+            per_rank = gather_floats(losses[-1])             # NEW: every rank's loss (every rank must call it)
+            log.append(f"epoch {epoch} step {len(losses)}: loss " + " ".join(f"{l:.4f}" for l in per_rank)
+                       + f" (ranks 0..{env.world_size - 1}), mean {sum(per_rank) / len(per_rank):.4f}")   # NEW
+            rank_print(log[-1])                              # NEW: rank 0 speaks for all
+    with open(os.path.join(out_dir, f"rank{env.rank}.json"), "w") as f:             # NEW: for the check after the launch
+        json.dump(dict(rank=env.rank, world_size=env.world_size, losses=losses, log=log, weights=weights_checksum(model)), f)
+    cleanup_distributed()                                    # NEW: leave the group
 
 # %% ../nbs/03_ddp.ipynb #e3b8ab40
 def gather_eval(idx: torch.Tensor,     # row index of each evaluated row on this rank
