@@ -173,7 +173,7 @@ def weights_checksum(model: torch.nn.Module) -> str:
     for p in model.parameters(): h.update(p.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:12]
 
-def plain_train_loop(global_batch: int = 16, accum: int = 2, epochs: int = 2, n_rows: int = 128, lr: float = 2e-3,
+def plain_train_loop(global_batch: int = 32, accum: int = 2, epochs: int = 2, n_rows: int = 256, lr: float = 5e-3,
                      seed: int = 0) -> dict:
     "One process, no DDP: the loop `ddp_train_loop` starts from. Returns the loss of each step and a weights checksum."
     from torch.utils.data import DataLoader, RandomSampler
@@ -207,8 +207,8 @@ def gather_floats(x: float) -> list[float]:
     dist.all_gather_object(out, float(x))
     return out
 
-def ddp_train_loop(out_dir: str, global_batch: int = 16, accum: int = 2, epochs: int = 2, n_rows: int = 128,
-                   lr: float = 2e-3, seed: int = 0) -> None:
+def ddp_train_loop(out_dir: str, global_batch: int = 32, accum: int = 2, epochs: int = 2, n_rows: int = 256,
+                   lr: float = 5e-3, seed: int = 0) -> None:
     "`plain_train_loop` under DDP (the lines it adds are marked NEW); each rank writes `out_dir/rank{r}.json`."
     from torch.utils.data import DataLoader, DistributedSampler                  # NEW: DistributedSampler
     from torch.nn.parallel import DistributedDataParallel as DDP                 # NEW

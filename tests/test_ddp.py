@@ -160,3 +160,42 @@ def test_a_two_rank_run_with_a_missing_peer_ends_within_its_deadline(tmp_path):
     assert line and "rank 0 failed" in line[0] and "Timed out" in line[0], err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     assert took < 120, f"the run took {took:.0f} s to end"
+
+
+# ---------------------------------------------------------------- the flat loop of chapter 03 (issue 25)
+
+def _launch_flat_loop(out_dir, nproc=2, global_batch=32):
+    "Run `ddp_train_loop` as the chapter does: `notebook_launcher`, real gloo processes; return the ranks' records."
+    import json, subprocess, sys
+    code = ("from accelerate import notebook_launcher\nfrom distrinews.ddp import ddp_train_loop\n"
+            f"notebook_launcher(ddp_train_loop, args=({str(out_dir)!r}, {global_batch}), num_processes={nproc})\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=out_dir)   # the package on sys.path, not ./distrinews
+    assert r.returncode == 0, r.stderr[-3000:]
+    return [json.loads((out_dir/f"rank{i}.json").read_text()) for i in range(nproc)]
+
+
+def test_flat_loop_two_gloo_ranks_keep_identical_weights_and_follow_one_rank_with_twice_the_batch(tmp_path):
+    "2 ranks x batch b (DDP, no_sync accumulation, set_epoch over 2 epochs) == 1 process x batch 2b, step by step."
+    from distrinews.ddp import plain_train_loop
+    ranks = _launch_flat_loop(tmp_path, nproc=2, global_batch=32)           # 2 ranks x 8 rows x 2 micro-batches
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert ranks[0]["weights"] == ranks[1]["weights"]                        # bit-identical after 16 steps
+    assert ranks[0]["losses"] != ranks[1]["losses"]                          # the ranks did read different rows
+    plain = plain_train_loop(global_batch=32)                                # 1 process x 16 rows x 2 micro-batches
+    mean = [(a + b) / 2 for a, b in zip(ranks[0]["losses"], ranks[1]["losses"])]
+    assert len(mean) == len(plain["losses"]) == 16
+    assert mean == pytest.approx(plain["losses"], rel=1e-4, abs=1e-5)
+    assert "(ranks 0..1), mean" in ranks[0]["log"][-1] and ranks[0]["log"] == ranks[1]["log"]
+
+
+def test_flat_loop_on_one_process_is_the_plain_loop(tmp_path, monkeypatch):
+    "Colab's case: notebook_launcher calls the function once in the kernel, without RANK/WORLD_SIZE: no group, no DDP."
+    import json
+    from distrinews.ddp import ddp_train_loop, plain_train_loop
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"): monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)            # leave the test process's threads alone
+    ddp_train_loop(str(tmp_path), 32, 2, 1)                                  # one epoch
+    r = json.loads((tmp_path/"rank0.json").read_text())
+    plain = plain_train_loop(global_batch=32, epochs=1)
+    assert r["world_size"] == 1 and not dist.is_initialized()
+    assert r["losses"] == pytest.approx(plain["losses"], rel=1e-6) and r["weights"] == plain["weights"]
