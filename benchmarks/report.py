@@ -328,6 +328,7 @@ def training_summary(tr: list[dict]) -> list[str]:
              (f"distrinews − `Trainer`, 1 process / {n} processes",
               {p: f"{_points(d1[p]['eval_accuracy'] - hf[p]['eval_accuracy'])} / "
                   f"{_points(dn[p]['eval_accuracy'] - hf[p]['eval_accuracy'])} points" for p in ps}, "")]
+    if n == 1: lines = [l for l in lines if "→" not in l[0]]     # one process only (one GPU): no scaling row
     out = ["| | " + " | ".join(ps) + (f" | {ps[1]} / {ps[0]} |" if len(ps) == 2 else " |"),
            "|---|" + "---|" * (len(ps) + (len(ps) == 2))]
     out += [f"| {name} | " + " | ".join(cells[p] for p in ps) + (f" | {last} |" if len(ps) == 2 else " |")

@@ -1,7 +1,9 @@
 """The benchmark harness (`distrinews.bench`): it refuses before working when something it needs is missing, keeps the
 rows it measured when a later part fails, records each row's precision and MFU (against a matmul peak measured in the
 same run), compares with the HF Trainer at the same precision, names models and data without machine paths, and
-records in every serving row which texts were sent and the CPU's native bf16 support.
+records in every serving row which texts were sent and the CPU's native bf16 support. The report
+(`benchmarks/report.py`) draws from results files apart from the benchmark, and the benchmarks chapter quotes only
+numbers that the committed results files give.
 Small real runs (tiny model, synthetic news); no timed assertions except generous hang bounds."""
 import importlib.util, json, time
 from pathlib import Path
@@ -254,3 +256,18 @@ def test_the_chapters_numbers_are_the_committed_results():
     prose = _chapter_prose()
     missing = [c for c in committed_claims() if c not in prose]
     assert not missing, "07_benchmarks quotes numbers no results file gives; expected:\n" + "\n".join(missing)
+
+
+def test_training_summary_per_precision_and_with_one_process():
+    "The report's side-by-side table: accuracy differences in signed points; no scaling row when only 1 process ran."
+    fake = [dict(kind="train", system=s, variant=v, world_size=ws, precision=p, samples_per_s=x, eval_accuracy=a, eval_n=1200,
+                 mfu_bench_peak=0.3, bench_peak_flops=1.7e11)
+            for p in ("fp32", "bf16") for s, v, ws, x, a in
+            [("distrinews", "length-grouped", 1, 20.0, 0.8358), ("distrinews", "length-grouped", 2, 21.0, 0.84),
+             ("hf_trainer", "random batches", 1, 10.0, 0.8392 if p == "fp32" else 0.8383)]]
+    text = "\n".join(report.training_summary(fake))
+    assert "| distrinews − `Trainer`, 1 process / 2 processes | −0.34 / +0.08 points | −0.25 / +0.17 points |" in text
+    assert "| eval accuracy, `Trainer` | 83.92 % | 83.83 % | −0.09 points |" in text
+    assert "| distrinews, 1 → 2 processes | 1.05× | 1.05× |" in text
+    one = [r for r in fake if r["precision"] == "fp32" and r["world_size"] == 1]
+    assert "→" not in "\n".join(report.training_summary(one)) and "| | fp32 |" in "\n".join(report.training_summary(one))
