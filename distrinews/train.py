@@ -29,13 +29,13 @@ from .model import ModelError, load_model, save_model, unwrap, write_model_card
 __all__ = ['RESULTS', 'RESUME_FIELDS', 'BROKEN_COLLECTIVE', 'choose_precision', 'resolve_precision', 'autocast_for',
            'make_loader', 'evaluate', 'TrainState', 'Callback', 'truncate_metrics', 'JsonlLogger', 'TensorBoardLogger',
            'ProgressBar', 'EarlyStopping', 'atomic_dir_write', 'find_checkpoint', 'OutOfMemory', 'out_of_memory',
-           'backoff', 'fit_batch_size', 'Run', 'save_training_state', 'load_training_state', 'check_output',
-           'start_run', 'settings_fingerprint', 'rows_digest', 'rows_fingerprint', 'saved_fingerprint', 'check_resume',
-           'check_split', 'build_datasets', 'build_model_and_data', 'build_optimizer', 'attach_callbacks',
-           'accumulation_window', 'accumulation_groups', 'micro_step', 'optimizer_step', 'evaluate_and_keep_best',
-           'log_step', 'after_step', 'start_epoch', 'fit', 'train_flops_per_token', 'measure_peak_flops', 'finish',
-           'train', 'tiny_checkpoint', 'RankFailed', 'launch_fn', 'launch', 'evaluate_checkpoint', 'preflight',
-           'run_train', 'check_checkpoint_dir', 'run_eval']
+           'backoff', 'fit_batch_size', 'enable_checkpointing', 'Run', 'save_training_state', 'load_training_state',
+           'check_output', 'start_run', 'settings_fingerprint', 'rows_digest', 'rows_fingerprint', 'saved_fingerprint',
+           'check_resume', 'check_split', 'build_datasets', 'build_model_and_data', 'build_optimizer',
+           'attach_callbacks', 'accumulation_window', 'accumulation_groups', 'micro_step', 'optimizer_step',
+           'evaluate_and_keep_best', 'log_step', 'after_step', 'start_epoch', 'fit', 'train_flops_per_token',
+           'measure_peak_flops', 'finish', 'train', 'tiny_checkpoint', 'RankFailed', 'launch_fn', 'launch',
+           'evaluate_checkpoint', 'preflight', 'run_train', 'check_checkpoint_dir', 'run_eval']
 
 # %% ../nbs/04_trainer.ipynb #f6ac0163
 def choose_precision(precision: str,       # fp32, fp16, bf16 or auto
@@ -270,6 +270,10 @@ def fit_batch_size(model,               # the model, not yet wrapped in DDP
                    f"global batch {bs * accum * env.world_size} (asked for {per_device * env.world_size})")
     return bs, accum
 
+def enable_checkpointing(model) -> None:
+    "Recompute activations in the backward instead of keeping them (transformers 5 names it `activation_checkpointing_enable`)."
+    (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+
 # %% ../nbs/04_trainer.ipynb #b23ef2db
 def _optimizer(model, cfg: Config, env: DistEnv) -> torch.optim.Optimizer:
     "AdamW without weight decay on biases and LayerNorm weights; fused kernels on GPU."
@@ -281,7 +285,7 @@ def _optimizer(model, cfg: Config, env: DistEnv) -> torch.optim.Optimizer:
 
 def _apply_options(model, cfg: Config):
     "Gradient checkpointing and LoRA adapters (peft), when asked for (torch.compile comes after DDP)."
-    if cfg.grad_checkpointing: model.gradient_checkpointing_enable()
+    if cfg.grad_checkpointing: enable_checkpointing(model)
     if cfg.lora:
         try: from peft import LoraConfig, TaskType, get_peft_model
         except ImportError: raise ConfigError("lora: needs the `peft` package (pip install peft)") from None

@@ -11,7 +11,7 @@ from distrinews.config import Config, ConfigError, load_config
 from distrinews.data import synthetic_news
 from distrinews.ddp import DistEnv
 from distrinews.model import load_model, save_model
-from distrinews.train import RankFailed, find_checkpoint, launch_fn
+from distrinews.train import RankFailed, enable_checkpointing, find_checkpoint, launch_fn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_helpers import SITECUSTOMIZE, train_failing_on_rank1, train_with_param_hash  # noqa: E402
@@ -390,7 +390,7 @@ def test_batch_probe_runs_in_train_mode_on_a_loaded_folder(tmp_path):
     folder = save_model(*load_model("tiny"), tmp_path/"tiny")
     model, _ = load_model(str(folder))
     assert not model.training                 # from_pretrained: eval mode (`tiny` is built in train mode: it hides this)
-    model.gradient_checkpointing_enable()     # what --grad-checkpointing does; transformers checkpoints only in train mode
+    enable_checkpointing(model)     # what --grad-checkpointing does; transformers checkpoints only in train mode
     seen = []
     for layer in model.distilbert.transformer.layer:   # (the recompute runs the layer's inner modules: their hooks see it)
         layer.attention.register_forward_hook(lambda m, i, o: seen.append(m.training))
