@@ -93,7 +93,7 @@ def add_bench_args(p: argparse.ArgumentParser):
     p.add_argument("--serve-requests", type=int, default=400, help="requests per concurrency level")
     p.add_argument("--serve-dtypes", default="fp32,auto", help="distrinews serving precisions (default: fp32,auto)")
     p.add_argument("--checkpoint", default=None, help="checkpoint to serve (default: the 1-process training run's best/)")
-    p.add_argument("--out", default="benchmarks", help="folder for results/, plots/ and README.md")
+    p.add_argument("--out", default="benchmarks", help="folder for results/ (benchmarks/report.py draws plots/ and README.md from it)")
     p.add_argument("--run-id", default=None)
 
 # %% ../nbs/08_cli.ipynb #a997e12a
