@@ -21,6 +21,15 @@ where=$("$PY" -c "import distrinews, os; print(os.path.dirname(distrinews.__file
 case "$where" in */site-packages/distrinews) ;; *) fail "distrinews imports from $where, not from site-packages";; esac
 [ -x "$BIN/distrinews" ] || fail "no distrinews command in $BIN"
 
+say "the wheel's requirements bring what the chapters and the hardware report import (fastcore, pynvml)"
+"$PY" -c "import fastcore.test, pynvml" || fail "installing the wheel did not bring fastcore and pynvml (nvidia-ml-py)"
+"$PY" - <<'PY' || fail "the declared requirements miss a floor the code needs"
+from importlib.metadata import requires
+reqs = {r.split(";")[0].replace(" ", "") for r in requires("distrinews")}
+need = {"torch>=2.6", "transformers>=4.46"}      # fully_shard (FSDP2); Trainer(processing_class=...)
+assert need <= reqs, f"requirements {sorted(reqs)} lack {sorted(need - reqs)}"
+PY
+
 say "the wheel holds every file the code opens with importlib.resources"
 "$PY" - "$WHEEL" "$where" <<'PY'
 import re, sys, zipfile
