@@ -73,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ["IN_TEST"] = "1"       # as nbdev_test sets it
+    # The kernels run in *this* environment: a VIRTUAL_ENV left over from the caller's shell would make IPython add that
+    # environment's site-packages to sys.path (its "Attempting to work in a virtualenv" hack), and a chapter could then
+    # import a distrinews installed there instead of the one its own install cell put here.
+    env = {**os.environ, "VIRTUAL_ENV": sys.prefix,
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     chapters = [p for p in notebooks(args.notebooks) if p.name[:1].isdigit()]
     failed = []
     for p in chapters:
@@ -80,11 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run([sys.executable, "-m", "pip", "uninstall", "-q", "-y", "distrinews"], check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             probe = subprocess.run([sys.executable, "-c", "import importlib.util as u; print(u.find_spec('distrinews') is None)"],
-                                   capture_output=True, text=True, cwd=work)
+                                   capture_output=True, text=True, cwd=work, env=env)
             if probe.stdout.strip() != "True": raise SystemExit("run_chapters: distrinews is still importable after uninstalling it")
         t = time.time()       # a new process per chapter: nothing imported by the last one survives
         r = subprocess.run([sys.executable, __file__, "--workdir", str(work), "--one", str(p.relative_to(NBS)),
-                            "--skip-flags", *args.skip_flags, *(["--colab"] if args.colab else [])], cwd=work)
+                            "--skip-flags", *args.skip_flags, *(["--colab"] if args.colab else [])], cwd=work, env=env)
         mode = "colab" if args.colab else "fresh" if args.fresh else "kernel"
         print(f"{'ok  ' if r.returncode == 0 else 'FAIL'} {p.name} ({mode}) in {time.time() - t:.0f}s", flush=True)
         if r.returncode: failed.append(p.name)
