@@ -193,11 +193,12 @@ def test_oom_during_training_fails_every_rank_with_one_line(tmp_path, hooks):
 # 6. precision=auto on CPU follows the CPU's native bf16
 
 def test_auto_precision_follows_native_bf16(monkeypatch):
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(T, "cpu_has_native_bf16", lambda: True)
+    cpu = torch.device("cpu")                             # the CPU's flags faked, not distrinews' answer functions
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     p, why = T.choose_precision("auto", cpu)
     assert p == "bf16" and "native bf16" in why
-    monkeypatch.setattr(T, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     assert T.choose_precision("auto", cpu) == ("fp32", "auto: no native bf16 on this cpu")
     assert load_config("quick").precision == "fp32"        # presets that choose keep their choice
     assert T.resolve_precision(load_config("quick").precision, cpu) == "fp32"
