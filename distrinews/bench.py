@@ -181,7 +181,7 @@ def default_precisions(hw: dict | None = None) -> tuple[str, ...]:
     "fp32, plus bf16 on a CPU that computes it natively; on GPUs the mixed precision they run fast (fp16 before Ampere)."
     hw = hw or describe_hardware()
     if hw["kind"] == "gpu": return (auto_precision(torch.device("cuda", 0))[0],)   # the trainer's `auto`: by compute capability
-    return ("fp32", "bf16") if any(cpu_bf16().values()) else ("fp32",)
+    return ("fp32", "bf16") if auto_precision(torch.device("cpu"))[0] == "bf16" else ("fp32",)
 
 def default_world_sizes(hw: dict | None = None) -> tuple[int, ...]:
     "1 and the number of GPUs (1 alone with one GPU); 1 and 2 on a CPU."

@@ -77,25 +77,32 @@ def _free_port():
     with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
 
-def test_distrinews_serve_command(ckpt, tmp_path):
+def _start_serve(ckpt, tmp_path, *flags) -> tuple[subprocess.Popen, str]:
+    "Start `distrinews serve` on a free port (its output in tmp_path/serve.log); return it and its URL once /health answers."
     port = _free_port()
-    log = open(tmp_path / "serve.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "distrinews.cli", "serve", "--checkpoint", str(ckpt),
-                             "--port", str(port), "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    with open(tmp_path / "serve.log", "w+") as log:   # the server keeps its own copy of the file descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "distrinews.cli", "serve", "--checkpoint", str(ckpt), "--port", str(port),
+                                 "--log-level", "warning", *flags], stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    url, t0 = f"http://127.0.0.1:{port}", time.time()
+    while True:
+        if proc.poll() is not None: raise AssertionError((tmp_path / "serve.log").read_text())
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200: return proc, url
+        except httpx.TransportError: pass
+        if time.time() - t0 >= 90:
+            proc.kill()
+            raise AssertionError("distrinews serve did not come up")
+        time.sleep(0.2)
+
+
+def test_distrinews_serve_command(ckpt, tmp_path):
+    proc, url = _start_serve(ckpt, tmp_path)
     try:
-        url, t0 = f"http://127.0.0.1:{port}", time.time()
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200: break
-            except httpx.TransportError: pass
-            assert time.time() - t0 < 90, "distrinews serve did not come up"
-            time.sleep(0.2)
         assert httpx.get(url + "/info").json()["labels"] == list(LABELS)
         assert httpx.post(url + "/predict", json={"text": TEXTS[2]}).json()["label"] == "Business"
     finally:
-        proc.terminate(); proc.wait(10); log.close()
+        proc.terminate(); proc.wait(10)
     bad = subprocess.run([sys.executable, "-m", "distrinews.cli", "serve", "--checkpoint", str(tmp_path / "nope")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no such checkpoint folder" in bad.stderr
@@ -135,26 +142,13 @@ async def _load_until_exit(url, proc, clients=32, sigterm_after=3.0, deadline=60
 
 def test_sigterm_under_load_answers_200_or_503_never_500(ckpt, tmp_path):
     "A real `distrinews serve`, 32 clients posting without pause, one text per forward pass (a deep queue), SIGTERM."
-    port = _free_port()
-    log = open(tmp_path / "serve.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "distrinews.cli", "serve", "--checkpoint", str(ckpt), "--port", str(port),
-                             "--max-batch", "1", "--dtype", "fp32", "--log-level", "warning"], stdout=log,
-                            stderr=subprocess.STDOUT, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    proc, url = _start_serve(ckpt, tmp_path, "--max-batch", "1", "--dtype", "fp32")
     try:
-        url, t0 = f"http://127.0.0.1:{port}", time.time()
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200: break
-            except httpx.TransportError: pass
-            assert time.time() - t0 < 90, "distrinews serve did not come up"
-            time.sleep(0.2)
         outcomes, sigterm_at = asyncio.run(_load_until_exit(url, proc))
         rc = proc.wait(30)                           # the server ends by itself after SIGTERM
     finally:
         if proc.poll() is None: proc.kill()
         proc.wait(10)
-        log.close()
     codes = [o[1] for o in outcomes]
     answered = [o for o in outcomes if isinstance(o[1], int)]
     assert rc in (0, -signal.SIGTERM), (tmp_path / "serve.log").read_text()[-3000:]   # uvicorn re-raises the signal it handled

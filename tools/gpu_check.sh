@@ -117,23 +117,11 @@ try:
     from distrinews.data import synthetic_news
     texts = list(synthetic_news(256, seed=3)["text"])
     n_req, clients = (2000, 32) if gpu else (60, 4)
-    async def load():
-        lat, errors, sem = [], 0, asyncio.Semaphore(clients)
-        async with httpx.AsyncClient(timeout=60) as c:
-            async def one(i):
-                nonlocal errors
-                async with sem:
-                    t0 = time.perf_counter()
-                    r = await c.post(url + "/predict", json={"text": texts[i % len(texts)]})
-                    if r.status_code == 200: lat.append(time.perf_counter() - t0)
-                    else: errors += 1
-            t0 = time.perf_counter()
-            await asyncio.gather(*(one(i) for i in range(n_req)))
-            return lat, errors, time.perf_counter() - t0
-    lat, errors, wall = asyncio.run(load())
-    lat.sort()
+    from distrinews.bench import _pct, drive     # the serving benchmark's closed-loop clients and quantiles
+    m = asyncio.run(drive(url, texts, clients, n_req))
+    lat, errors, wall = m["latencies"], m["errors"], m["wall_s"]
     report["serve"] = dict(dtype_asked="auto", dtype=info.get("dtype"), device=info.get("device"), clients=clients, requests=n_req,
-                           rps=len(lat) / wall, p50_ms=1000 * lat[len(lat) // 2], p99_ms=1000 * lat[int(0.99 * (len(lat) - 1))], errors=errors)
+                           rps=len(lat) / wall, p50_ms=1000 * _pct(lat, 0.5), p99_ms=1000 * _pct(lat, 0.99), errors=errors)
     print(f"serve (auto -> {info.get('dtype')} on {info.get('device')}): {len(lat) / wall:.0f} req/s at {clients} clients, "
           f"p50 {report['serve']['p50_ms']:.1f} ms, errors {errors}", flush=True)
 finally:
