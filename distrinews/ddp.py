@@ -8,15 +8,17 @@ import contextlib, datetime, hashlib, json, os, random, resource, socket, time
 from dataclasses import dataclass
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 from .config import DistrinewsError
 
 # %% auto #0
 __all__ = ['DEFAULT_TIMEOUT_S', 'DistEnv', 'collective_timeout', 'setup_distributed', 'cleanup_distributed', 'abort_distributed',
            'get_rank', 'get_world_size', 'rank_print', 'all_reduce_mean', 'all_reduce_sum', 'all_reduce_max', 'barrier',
            'main_process_first', 'seed_everything', 'check_can_fork', 'default_nproc', 'launched_processes',
-           'weights_checksum', 'plain_train_loop', 'gather_floats', 'ddp_train_loop', 'gather_eval',
+           'weights_checksum', 'plain_train_loop', 'gather_floats', 'ddp_train_loop', 'DDPStrategy', 'gather_eval',
            'classification_metrics', 'describe_hardware', 'cpu_has_native_bf16', 'gpu_has_native_bf16',
-           'auto_precision', 'free_port', 'peak_mem_mb']
+           'auto_precision', 'choose_precision', 'resolve_precision', 'free_port', 'peak_mem_mb', 'local_state_bytes',
+           'train_flops_per_token', 'measure_peak_flops']
 
 # %% ../nbs/03_ddp.ipynb #7f1add72
 @dataclass
@@ -246,6 +248,38 @@ def ddp_train_loop(out_dir: str, global_batch: int = 32, accum: int = 2, epochs:
         json.dump(dict(rank=env.rank, world_size=env.world_size, losses=losses, log=log, weights=weights_checksum(model)), f)
     cleanup_distributed()                                    # NEW: leave the group
 
+# %% ../nbs/03_ddp.ipynb #5c00ec93
+from pathlib import Path
+from safetensors.torch import load_file
+from torch.nn.parallel import DistributedDataParallel as DDP
+from .model import save_model, unwrap
+
+class DDPStrategy:
+    "Data parallel: a whole copy of the model on every rank, gradients all-reduced in the backward."
+    name, sharded = "ddp", False
+    def place(self, model, env: DistEnv):
+        "The whole model on this rank's device."
+        return model.to(env.device)
+    def wrap(self, model, env: DistEnv):
+        "`DDP(model)` when there are ranks to all-reduce with (it broadcasts rank 0's weights); the model itself otherwise."
+        if not env.distributed: return model
+        return DDP(model, device_ids=[env.device.index] if env.device.type == "cuda" else None, gradient_as_bucket_view=True)
+    def sync(self, model, sync: bool):
+        "The block for one micro-batch's forward and backward: `no_sync()` unless `sync` (the window's last micro-batch)."
+        return model.no_sync() if not sync and hasattr(model, "no_sync") else contextlib.nullcontext()
+    def full_state_dict(self, model) -> dict | None:
+        "The weights to write to `best/`: None, because rank 0's model already holds them all."
+        return None
+    def save(self, folder: Path, model, opt, tokenizer, env: DistEnv) -> None:
+        "The model folder and the optimizer state into `folder`, written by rank 0 (every rank holds the same)."
+        if env.is_main:
+            save_model(model, tokenizer, folder)
+            torch.save(opt.state_dict(), Path(folder)/"optimizer.pt")
+    def load(self, folder: Path, model, opt, env: DistEnv) -> None:
+        "Every rank reads the weights and the optimizer state that `save` wrote."
+        unwrap(model).load_state_dict(load_file(str(Path(folder)/"model.safetensors"), device=str(env.device)))
+        opt.load_state_dict(torch.load(Path(folder)/"optimizer.pt", map_location=env.device, weights_only=True))
+
 # %% ../nbs/03_ddp.ipynb #e3b8ab40
 def gather_eval(idx: torch.Tensor,     # row index of each evaluated row on this rank
                 preds: torch.Tensor,   # predicted class ids
@@ -331,6 +365,25 @@ def auto_precision(device: torch.device) -> tuple[str, str]:
     if device.type == "cpu" and cpu_has_native_bf16(): return "bf16", "auto: this CPU has native bf16 (AVX512-BF16 or AMX)"
     return "fp32", f"auto: no native bf16 on this {device.type}"
 
+# %% ../nbs/03_ddp.ipynb #f6ac0163
+def choose_precision(precision: str,       # fp32, fp16, bf16 or auto
+                     device: torch.device,  # where the run computes
+                    ) -> tuple[str, str]:
+    "(the concrete precision `fp32`, `fp16` or `bf16` that `precision` means on `device`, why; with a warning when it will be slow)."
+    if precision != "auto":
+        why = "asked for"
+        if device.type == "cpu" and precision == "fp16": why += "; slow: CPUs have no fp16 matmul units, autocast emulates them"
+        if device.type == "cpu" and precision == "bf16" and not cpu_has_native_bf16():
+            why += "; slow: this CPU has no native bf16 (AVX512-BF16/AMX), it is emulated"
+        return precision, why
+    return auto_precision(device)   # one decision for training and serving
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    "The concrete precision (`fp32`, `fp16` or `bf16`) that `precision` means on `device`."
+    return choose_precision(precision, device)[0]
+
+
+
 # %% ../nbs/03_ddp.ipynb #3abf9667
 def free_port() -> int:
     "A TCP port on 127.0.0.1 that is free right now (the OS picks it)."
@@ -342,3 +395,53 @@ def peak_mem_mb(device: torch.device) -> float:
     "Peak memory of this process in MiB: torch's allocated GPU memory on `device`, else the CPU's max resident set."
     if device.type == "cuda": return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux reports KiB
+
+# %% ../nbs/03_ddp.ipynb #61ba91e7
+def _local(t: torch.Tensor) -> torch.Tensor: return t.to_local() if isinstance(t, DTensor) else t
+
+def local_state_bytes(model: torch.nn.Module,                    # plain, DDP or FSDP
+                      opt: torch.optim.Optimizer | None = None,  # its optimizer (its state exists after the first step)
+                     ) -> dict:
+    "Bytes of weights, gradients (as many as the trainable weights) and optimizer state held by this rank."
+    params = list(model.parameters())
+    weights = sum(_local(p).nbytes for p in params)
+    grads = sum(_local(p).nbytes for p in params if p.requires_grad)
+    state = sum(_local(v).nbytes for s in (opt.state.values() if opt else [])
+                for v in s.values() if torch.is_tensor(v) and v.ndim > 0)   # not AdamW's scalar step counters
+    return dict(weights=weights, gradients=grads, optimizer=state, total=weights + grads + state)
+
+
+# %% ../nbs/03_ddp.ipynb #fe910bbb
+def _arch(model) -> tuple[int, int]:
+    "(layers, hidden size) from a transformers model's config (BERT-style or DistilBERT-style names)."
+    c = unwrap(model).config
+    return (getattr(c, "num_hidden_layers", None) or getattr(c, "n_layers")), (getattr(c, "hidden_size", None) or getattr(c, "dim"))
+
+def train_flops_per_token(model,         # a transformers encoder (plain, DDP or compiled)
+                          seq_len: float,  # mean tokens per sequence
+                         ) -> float:
+    "Training (forward + backward) FLOPs per token: 6 x non-embedding weights + 12 x layers x hidden x seq_len."
+    n = sum(p.numel() for name, p in unwrap(model).named_parameters() if "embeddings" not in name)
+    layers, hidden = _arch(model)
+    return 6 * n + 12 * layers * hidden * seq_len
+
+def measure_peak_flops(device: torch.device,  # where to time it
+                       precision: str,        # fp32, fp16 or bf16: the matmul's dtype
+                       n: int = 768,          # matrix size (larger on a GPU)
+                       reps: int = 3,         # products per timing
+                       trials: int = 3,       # timings; the fastest counts (a busy machine only makes one slower)
+                      ) -> float:
+    "FLOP/s of an `n` x `n` matmul in `precision` (or fp32, if faster) on `device`: this process's achievable peak."
+    n = 4096 if device.type == "cuda" else n
+    best = 0.0
+    for dtype in {precision: None, "fp32": None}:   # autocast may keep ops in fp32; emulated fp16 is slower than fp32
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+        a, b = (torch.randn(n, n).to(device, dtype) for _ in range(2))   # drawn on the CPU: `finish` forks only its RNG
+        a @ b                                                            # warm-up (kernel choice, caches)
+        for _ in range(trials):
+            if device.type == "cuda": torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(reps): a @ b
+            if device.type == "cuda": torch.cuda.synchronize()
+            best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0))
+    return best

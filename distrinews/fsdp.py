@@ -18,8 +18,8 @@ from .ddp import DistEnv
 from .model import unwrap
 
 # %% auto #0
-__all__ = ['BYTES_PER_PARAM', 'training_state_gb', 'transformer_blocks', 'shard_model', 'is_sharded', 'local_state_bytes',
-           'grad_sync', 'full_state_dict', 'save_sharded', 'load_sharded']
+__all__ = ['BYTES_PER_PARAM', 'training_state_gb', 'transformer_blocks', 'shard_model', 'is_sharded', 'save_sharded',
+           'load_sharded', 'FSDPStrategy']
 
 # %% ../nbs/04b_fsdp.ipynb #04ce88fc
 BYTES_PER_PARAM = dict(weights=4, gradients=4, optimizer=8)   # fp32 weights, fp32 gradients, AdamW exp_avg + exp_avg_sq
@@ -53,37 +53,7 @@ def is_sharded(model: nn.Module) -> bool:
     "Whether `model` is sharded with FSDP2."
     return isinstance(model, FSDPModule)
 
-# %% ../nbs/04b_fsdp.ipynb #233b332e
-def _local(t: torch.Tensor) -> torch.Tensor: return t.to_local() if isinstance(t, DTensor) else t
-
-def local_state_bytes(model: nn.Module,                    # plain, DDP or FSDP
-                      opt: torch.optim.Optimizer | None = None,  # its optimizer (its state exists after the first step)
-                     ) -> dict:
-    "Bytes of weights, gradients (as many as the trainable weights) and optimizer state held by this rank."
-    params = list(model.parameters())
-    weights = sum(_local(p).nbytes for p in params)
-    grads = sum(_local(p).nbytes for p in params if p.requires_grad)
-    state = sum(_local(v).nbytes for s in (opt.state.values() if opt else [])
-                for v in s.values() if torch.is_tensor(v) and v.ndim > 0)   # not AdamW's scalar step counters
-    return dict(weights=weights, gradients=grads, optimizer=state, total=weights + grads + state)
-
-# %% ../nbs/04b_fsdp.ipynb #edbe8e67
-def grad_sync(model: nn.Module,  # plain, DDP (possibly compiled) or FSDP
-              sync: bool,        # reduce the gradients across ranks after this backward?
-             ):
-    "The context for one micro-batch's backward: DDP's `no_sync()` unless `sync`; FSDP: `set_requires_gradient_sync(sync)`."
-    if is_sharded(model):
-        model.set_requires_gradient_sync(sync)
-        return contextlib.nullcontext()
-    if not sync and hasattr(model, "no_sync"): return model.no_sync()
-    return contextlib.nullcontext()
-
 # %% ../nbs/04b_fsdp.ipynb #15552684
-def full_state_dict(model: nn.Module) -> dict | None:
-    "The full weights of a sharded `model`, gathered onto rank 0's CPU (every rank must call it; others get `{}`); None if not sharded."
-    if not is_sharded(model): return None
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
 def save_sharded(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer) -> None:
     "Every rank writes its shards of the model and the optimizer state to folder `path` (`torch.distributed.checkpoint`)."
     dcp.save({"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)}, checkpoint_id=str(path))
@@ -94,3 +64,30 @@ def load_sharded(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer)
     dcp.load(state, checkpoint_id=str(path))
     set_model_state_dict(model, state["model"])
     set_optimizer_state_dict(model, opt, state["optim"])
+
+# %% ../nbs/04b_fsdp.ipynb #6c6fd062
+class FSDPStrategy:
+    "Fully sharded data parallel (FSDP2): each rank holds 1/N of every weight, gradient and optimizer state."
+    name, sharded = "fsdp", True
+    def place(self, model: nn.Module, env: DistEnv) -> nn.Module:
+        "Shard the model over all ranks (`fully_shard` moves only this rank's shards to its device)."
+        return shard_model(model, env)
+    def wrap(self, model: nn.Module, env: DistEnv) -> nn.Module:
+        "Nothing more: sharding already made the model talk to the other ranks."
+        return model
+    def sync(self, model: nn.Module, sync: bool):
+        "Reduce-scatter this micro-batch's gradients only if `sync`; the switch is a setting, so the block is empty."
+        model.set_requires_gradient_sync(sync)
+        return contextlib.nullcontext()
+    def full_state_dict(self, model: nn.Module) -> dict:
+        "The full weights, gathered onto rank 0's CPU (every rank must call it; the others get `{}`)."
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    def save(self, folder: Path, model: nn.Module, opt, tokenizer, env: DistEnv) -> None:
+        "Every rank its shards into `folder/sharded`; rank 0 the config and tokenizer files beside them."
+        save_sharded(Path(folder)/"sharded", model, opt)
+        if env.is_main:
+            unwrap(model).config.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+    def load(self, folder: Path, model: nn.Module, opt, env: DistEnv) -> None:
+        "Every rank reads its own shards (the same number of ranks as wrote them)."
+        load_sharded(Path(folder)/"sharded", model, opt)
