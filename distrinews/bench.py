@@ -16,8 +16,9 @@ from .config import Config, ConfigError, DistrinewsError
 from .data import LengthGroupedBatchSampler, load_source, padding_stats, train_val_split
 from .ddp import auto_precision, describe_hardware, free_port, peak_mem_mb, seed_everything, setup_distributed
 from .model import load_model
-from .train import (autocast_for, build_datasets, evaluate, launch_fn, make_loader, measure_peak_flops,
-                              resolve_precision, train, train_flops_per_token)
+from .ddp import measure_peak_flops, resolve_precision, train_flops_per_token
+from .loop import autocast_for, build_datasets, evaluate, make_loader
+from .train import launch_fn, train
 
 # %% auto #0
 __all__ = ['BENCHMARKS', 'NEEDS', 'PEAK_TFLOPS', 'HEADLINES', 'WORKER', 'KINDS', 'COLUMNS', 'versions', 'hardware_label',

@@ -317,7 +317,8 @@ def _doctor_rank(workdir: str, nproc: int, timeout_s: float | None = None) -> No
     from distrinews.config import load_config
     from distrinews.ddp import setup_distributed
     from distrinews.model import unwrap
-    from distrinews.train import Callback, train
+    from distrinews.loop import Callback
+    from distrinews.train import train
     env = setup_distributed(timeout_s=timeout_s)   # a short deadline: a peer that never answers fails the check
     t = torch.tensor([float(env.rank + 1)], device=env.device)
     if env.world_size > 1: dist.all_reduce(t)

@@ -14,8 +14,8 @@ from .config import LABELS, DistrinewsError
 # %% auto #0
 __all__ = ['FEATURES', 'TOPICS', 'FILLERS', 'AG_NEWS_ID', 'OFFLINE_HELP', 'COMMON_WORDS', 'DataError', 'synthetic_news',
            'parse_label', 'load_local', 'hub_reachable', 'offline_mode', 'load_ag_news', 'load_source',
-           'train_val_split', 'cache_dir', 'tokenize', 'tiny_vocab', 'tiny_tokenizer', 'LengthGroupedBatchSampler',
-           'padding_stats', 'make_collator']
+           'train_val_split', 'check_split', 'cache_dir', 'tokenize', 'tiny_vocab', 'tiny_tokenizer',
+           'LengthGroupedBatchSampler', 'padding_stats', 'make_collator']
 
 # %% ../nbs/01_data.ipynb #2ce6dfd5
 class DataError(DistrinewsError):
@@ -213,6 +213,21 @@ def train_val_split(ds: Dataset,                # rows with a `label` column
     "Stratified (train, validation) split of `ds`."
     parts = ds.train_test_split(test_size=val_fraction, seed=seed, stratify_by_column="label")
     return parts["train"], parts["test"]
+
+# %% ../nbs/01_data.ipynb #98707010
+def check_split(labels: list[int], val_fraction: float, source: str) -> None:
+    "Raise a `DataError` naming `source` if a stratified split of `labels` by `val_fraction` cannot be made."
+    counts = {c: labels.count(c) for c in sorted(set(labels))}
+    rare = [LABELS[c] for c, n in counts.items() if n < 2]
+    if rare:
+        raise DataError(f"{source}: a stratified train/eval split needs >= 2 rows per class, class {rare[0]!r} has 1 "
+                        f"({len(labels)} rows in all); add rows or give --eval-data")
+    n_eval = math.ceil(val_fraction * len(labels))
+    if n_eval < len(counts) or len(labels) - n_eval < len(counts):
+        raise DataError(f"{source}: {len(labels)} rows with val_fraction {val_fraction} leave {n_eval} eval row(s) for "
+                        f"{len(counts)} classes; a stratified split needs >= 1 row per class on each side: add rows, "
+                        f"change --val-fraction or give --eval-data")
+
 
 # %% ../nbs/01_data.ipynb #8df80b40
 def cache_dir() -> Path:

@@ -14,19 +14,18 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 from .config import Config, ConfigError, DistrinewsError, LABELS
-from .data import DataError, LengthGroupedBatchSampler, load_source, make_collator, tokenize, train_val_split
+from .data import DataError, LengthGroupedBatchSampler, check_split, load_source, make_collator, tokenize, train_val_split
 from .ddp import (DistEnv, all_reduce_max, all_reduce_mean, all_reduce_sum, barrier, choose_precision, classification_metrics,
                   describe_hardware, gather_eval, local_state_bytes, main_process_first, measure_peak_flops, peak_mem_mb,
                   rank_print, seed_everything, train_flops_per_token)
-from .model import load_model, save_model, unwrap, write_model_card
+from .model import apply_options, load_model, save_model, unwrap, write_model_card
 
 # %% auto #0
 __all__ = ['TrainState', 'Callback', 'Run', 'accumulation_window', 'accumulation_groups', 'autocast_for', 'micro_step',
-           'optimizer_step', 'make_loader', 'evaluate', 'evaluate_and_keep_best', 'log_step', 'after_step',
-           'start_epoch', 'fit', 'truncate_metrics', 'JsonlLogger', 'TensorBoardLogger', 'ProgressBar', 'EarlyStopping',
-           'atomic_dir_write', 'OutOfMemory', 'out_of_memory', 'backoff', 'fit_batch_size', 'enable_checkpointing',
-           'start_run', 'check_split', 'build_datasets', 'build_model_and_data', 'build_optimizer', 'attach_callbacks',
-           'finish']
+           'optimizer_step', 'make_loader', 'evaluate', 'atomic_dir_write', 'evaluate_and_keep_best', 'log_step',
+           'after_step', 'start_epoch', 'fit', 'truncate_metrics', 'JsonlLogger', 'TensorBoardLogger', 'ProgressBar',
+           'EarlyStopping', 'OutOfMemory', 'out_of_memory', 'backoff', 'fit_batch_size', 'start_run', 'build_datasets',
+           'build_model_and_data', 'build_optimizer', 'attach_callbacks', 'finish']
 
 # %% ../nbs/04_trainer.ipynb #b11a7560
 @dataclass
@@ -172,6 +171,28 @@ def evaluate(model,                 # a model, plain or wrapped in DDP / torch.c
     i, p, y, l = gather_eval(cat(idx, torch.long), cat(preds, torch.long), cat(labels, torch.long), cat(losses, torch.float))
     m.train(was_training)
     return classification_metrics(p, y, len(LABELS), l)
+
+# %% ../nbs/04_trainer.ipynb #f3c5c58b
+def atomic_dir_write(final: Path, write, tmp: Path | None = None) -> Path:
+    "Call `write(tmp_dir)`, then move `tmp_dir` to `final` so `final` is always complete (old copy kept as `.old` meanwhile)."
+    final = Path(final)
+    old = final.with_name(final.name + ".old")
+    if tmp is None:                  # else: `tmp` already holds what the ranks wrote (checkpoints, 04c)
+        tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+        for stale in final.parent.glob(f".{final.name}.tmp-*"): shutil.rmtree(stale, ignore_errors=True)  # left by a kill
+    try:
+        write(tmp)
+        for p in tmp.rglob("*"):
+            if p.is_file():
+                with open(p, "rb") as f: os.fsync(f.fileno())
+        if final.exists():
+            if old.exists(): shutil.rmtree(old)
+            final.rename(old)
+        tmp.rename(final)
+        if old.exists(): shutil.rmtree(old)
+    finally:
+        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
+    return final
 
 # %% ../nbs/04_trainer.ipynb #0149053a
 def evaluate_and_keep_best(run: Run) -> dict:
@@ -322,28 +343,6 @@ class EarlyStopping(Callback):
     def on_evaluate(self, state, metrics):
         if state.bad_evals >= self.patience: state.should_stop = True
 
-# %% ../nbs/04_trainer.ipynb #f3c5c58b
-def atomic_dir_write(final: Path, write, tmp: Path | None = None) -> Path:
-    "Call `write(tmp_dir)`, then move `tmp_dir` to `final` so `final` is always complete (old copy kept as `.old` meanwhile)."
-    final = Path(final)
-    old = final.with_name(final.name + ".old")
-    if tmp is None:                  # else: `tmp` already holds what the ranks wrote (checkpoints, 04c)
-        tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-        for stale in final.parent.glob(f".{final.name}.tmp-*"): shutil.rmtree(stale, ignore_errors=True)  # left by a kill
-    try:
-        write(tmp)
-        for p in tmp.rglob("*"):
-            if p.is_file():
-                with open(p, "rb") as f: os.fsync(f.fileno())
-        if final.exists():
-            if old.exists(): shutil.rmtree(old)
-            final.rename(old)
-        tmp.rename(final)
-        if old.exists(): shutil.rmtree(old)
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
 # %% ../nbs/04_trainer.ipynb #95913bfc
 class OutOfMemory(DistrinewsError):
     "Training ran out of GPU memory after the probe; the message says what to lower."
@@ -397,10 +396,6 @@ def fit_batch_size(model,               # the model, not yet wrapped in DDP
                    f"global batch {bs * accum * env.world_size} (asked for {per_device * env.world_size})")
     return bs, accum
 
-def enable_checkpointing(model) -> None:
-    "Recompute activations in the backward instead of keeping them (transformers 5 names it `activation_checkpointing_enable`)."
-    (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
-
 # %% ../nbs/04_trainer.ipynb #b23ef2db
 def _optimizer(model, cfg: Config, env: DistEnv) -> torch.optim.Optimizer:
     "AdamW without weight decay on biases and LayerNorm weights; fused kernels on GPU."
@@ -409,19 +404,6 @@ def _optimizer(model, cfg: Config, env: DistEnv) -> torch.optim.Optimizer:
         if p.requires_grad: (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=env.device.type == "cuda")
-
-def _apply_options(model, cfg: Config):
-    "Gradient checkpointing and LoRA adapters (peft), when asked for (torch.compile comes after DDP)."
-    if cfg.grad_checkpointing: enable_checkpointing(model)
-    if cfg.lora:
-        try: from peft import LoraConfig, TaskType, get_peft_model
-        except ImportError: raise ConfigError("lora: needs the `peft` package (pip install peft)") from None
-        head = ("classifier", "pre_classifier", "score")   # trained fully; adapters go on every other linear layer
-        targets = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
-                          if isinstance(m, torch.nn.Linear) and not n.startswith(head)})
-        model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.1,
-                                                 target_modules=targets, modules_to_save=list(head)))
-    return model
 
 # %% ../nbs/04_trainer.ipynb #457c0cbd
 def start_run(cfg: Config, env: DistEnv,
@@ -436,19 +418,6 @@ def start_run(cfg: Config, env: DistEnv,
     return run
 
 # %% ../nbs/04_trainer.ipynb #7086b633
-def check_split(labels: list[int], val_fraction: float, source: str) -> None:
-    "Raise a `DataError` naming `source` if a stratified split of `labels` by `val_fraction` cannot be made."
-    counts = {c: labels.count(c) for c in sorted(set(labels))}
-    rare = [LABELS[c] for c, n in counts.items() if n < 2]
-    if rare:
-        raise DataError(f"{source}: a stratified train/eval split needs >= 2 rows per class, class {rare[0]!r} has 1 "
-                        f"({len(labels)} rows in all); add rows or give --eval-data")
-    n_eval = math.ceil(val_fraction * len(labels))
-    if n_eval < len(counts) or len(labels) - n_eval < len(counts):
-        raise DataError(f"{source}: {len(labels)} rows with val_fraction {val_fraction} leave {n_eval} eval row(s) for "
-                        f"{len(counts)} classes; a stratified split needs >= 1 row per class on each side: add rows, "
-                        f"change --val-fraction or give --eval-data")
-
 def build_datasets(cfg: Config, tokenizer) -> tuple:
     "Tokenized (train, eval) datasets for `cfg`; rank 0 prepares (and caches) them first."
     with main_process_first():
@@ -467,7 +436,7 @@ def build_model_and_data(run: Run) -> None:
     seed_everything(cfg.seed)
     model, run.tok = load_model(cfg.model, dropout=cfg.dropout)
     train_ds, eval_ds = build_datasets(cfg, run.tok)
-    model = run.strategy.place(_apply_options(model, cfg), env)   # DDP: the whole model on the device; FSDP: this rank's shards
+    model = run.strategy.place(apply_options(model, cfg), env)   # DDP: the whole model on the device; FSDP: this rank's shards
     if run.saved.get("per_device_batch"): run.bs, run.accum = run.saved["per_device_batch"], run.saved["effective_grad_accum"]
     elif run.strategy.sharded: run.bs, run.accum = cfg.batch_size, cfg.grad_accum   # no probe: see the memory probe above
     else: run.bs, run.accum = fit_batch_size(model, cfg, env, max(train_ds["length"]), run.precision)

@@ -10,13 +10,13 @@ from pathlib import Path
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
 from transformers.utils import logging as hf_logging
-from .config import LABELS, DistrinewsError
+from .config import ConfigError, LABELS, DistrinewsError
 from .data import AG_NEWS_ID, hub_reachable, offline_mode, tiny_tokenizer
 
 # %% auto #0
 __all__ = ['ID2LABEL', 'LABEL2ID', 'DEFAULT_MODEL', 'BASE_LICENSES', 'CARD_METRICS', 'ModelError', 'tiny_config', 'set_dropout',
-           'check_not_sharded', 'load_model', 'unwrap', 'quiet_progress_bars', 'save_model', 'is_hub_id', 'public_name',
-           'eval_set', 'card_data', 'card_text', 'write_model_card']
+           'check_not_sharded', 'load_model', 'enable_checkpointing', 'apply_options', 'unwrap', 'quiet_progress_bars',
+           'save_model', 'is_hub_id', 'public_name', 'eval_set', 'card_data', 'card_text', 'write_model_card']
 
 # %% ../nbs/02_model.ipynb #b4b2893b
 class ModelError(DistrinewsError):
@@ -77,6 +77,24 @@ def load_model(name: str = DEFAULT_MODEL, dropout: float | None = None) -> tuple
             except OSError as e: raise ModelError(f"model {name!r}: {e}") from None
     if dropout is not None: set_dropout(model, dropout)
     return model, tok
+
+# %% ../nbs/02_model.ipynb #0ea15111
+def enable_checkpointing(model) -> None:
+    "Recompute activations in the backward instead of keeping them (transformers 5 names it `activation_checkpointing_enable`)."
+    (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+
+def apply_options(model, cfg: Config):
+    "Gradient checkpointing and LoRA adapters (peft), when asked for (torch.compile comes after DDP)."
+    if cfg.grad_checkpointing: enable_checkpointing(model)
+    if cfg.lora:
+        try: from peft import LoraConfig, TaskType, get_peft_model
+        except ImportError: raise ConfigError("lora: needs the `peft` package (pip install peft)") from None
+        head = ("classifier", "pre_classifier", "score")   # trained fully; adapters go on every other linear layer
+        targets = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                          if isinstance(m, nn.Linear) and not n.startswith(head)})
+        model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.1,
+                                                 target_modules=targets, modules_to_save=list(head)))
+    return model
 
 # %% ../nbs/02_model.ipynb #4fc87823
 def unwrap(model: nn.Module) -> nn.Module:

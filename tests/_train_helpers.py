@@ -1,6 +1,7 @@
 "Functions the multi-process tests launch (they must live in an importable module for spawned processes)."
 import hashlib, json
-from distrinews.train import Callback, train
+from distrinews.loop import Callback
+from distrinews.train import train
 
 
 class ParamHash(Callback):
@@ -37,7 +38,7 @@ SITECUSTOMIZE = '''
 import os
 if os.environ.get("DISTRINEWS_FAIL_RANK"):
     import torch.distributed as dist
-    import distrinews.train as t
+    import distrinews.loop as t
     _orig, _n = t.optimizer_step, [0]
     def optimizer_step(*args, **kw):
         _n[0] += 1
@@ -58,7 +59,7 @@ class SkippedSteps(Callback):
 def train_with_inf_on_rank1_at_step3(cfg):
     "`train` where rank 1 finds an inf in its own gradient shard before its 3rd optimizer step (rank 0's shard is finite)."
     import torch.distributed as dist
-    import distrinews.train as t
+    import distrinews.loop as t
     orig, n = t.optimizer_step, [0]
     def optimizer_step(model, *args, **kw):
         n[0] += 1

@@ -126,7 +126,7 @@ MISSING_PEER_SITE = '''
 import os, time
 if os.environ.get("DISTRINEWS_MISSING_RANK"):
     import torch.distributed as dist
-    import distrinews.train as t
+    import distrinews.loop as t
     _orig, _n = t.optimizer_step, [0]
     def optimizer_step(*args, **kw):
         _n[0] += 1

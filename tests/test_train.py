@@ -11,7 +11,10 @@ from distrinews.config import Config, ConfigError, load_config
 from distrinews.data import synthetic_news
 from distrinews.ddp import DistEnv
 from distrinews.model import load_model, save_model
-from distrinews.train import RankFailed, enable_checkpointing, find_checkpoint, launch_fn
+from distrinews.checkpoint import find_checkpoint
+from distrinews.model import enable_checkpointing
+from distrinews.train import RankFailed, launch_fn
+import distrinews.loop as L
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_helpers import SITECUSTOMIZE, train_failing_on_rank1, train_with_param_hash  # noqa: E402
@@ -395,7 +398,7 @@ def test_batch_probe_runs_in_train_mode_on_a_loaded_folder(tmp_path):
     for layer in model.distilbert.transformer.layer:   # (the recompute runs the layer's inner modules: their hooks see it)
         layer.attention.register_forward_hook(lambda m, i, o: seen.append(m.training))
     cfg = Config(model=str(folder), data="synthetic:100", batch_size=8, precision="fp32")
-    assert T.fit_batch_size(model, cfg, DistEnv(), 16, "fp32", probe=T._probe) == (8, 1)
+    assert L.fit_batch_size(model, cfg, DistEnv(), 16, "fp32", probe=L._probe) == (8, 1)
     assert seen == [True] * 4, seen           # each of the 2 layers in train mode, and again when the backward recomputes it
     assert not model.training                 # handed back in the mode it came in
 
