@@ -49,7 +49,6 @@ class Callback:
     def on_save(self, run): pass   # `last/` is due (chapter 04c's `Checkpointer` writes it; called on every rank)
     def on_train_end(self, state: TrainState, summary: dict): pass
 
-# %% ../nbs/04_trainer.ipynb #40ad2526
 @dataclass
 class Run:
     "The state of one training run on this process; each step of the loop reads and updates it."
@@ -98,13 +97,12 @@ def accumulation_groups(loader: DataLoader, start: int, accum: int, n_micro: int
             yield group
             group = []
 
-# %% ../nbs/04_trainer.ipynb #c986c8cb
+# %% ../nbs/04_trainer.ipynb #334f51d1
 def autocast_for(precision: str, device: torch.device):
     "The autocast context for `precision` (a no-op for fp32)."
     if precision == "fp32": return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
 
-# %% ../nbs/04_trainer.ipynb #334f51d1
 def micro_step(run: Run, b: dict, rows: int, sync: bool) -> None:
     "Step 5: forward and backward of micro-batch `b` (of a window of `rows` rows); all-reduce only if `sync`."
     b = {k: v.to(run.env.device, non_blocking=True) for k, v in b.items() if k != "idx"}
@@ -147,7 +145,6 @@ def make_loader(ds,                  # a tokenized dataset (with `length` and `i
     return DataLoader(ds, batch_sampler=sampler, collate_fn=make_collator(tokenizer, pad8),
                       generator=torch.Generator(), pin_memory=env.device.type == "cuda")
 
-# %% ../nbs/04_trainer.ipynb #702c060d
 @torch.no_grad()
 def evaluate(model,                 # a model, plain or wrapped in DDP / torch.compile
              loader: DataLoader,    # from `make_loader(..., shuffle=False)`
@@ -222,7 +219,6 @@ def log_step(run: Run) -> None:
     m["loss_sum"].zero_()
     m["loss_n"] = 0
 
-# %% ../nbs/04_trainer.ipynb #8c467a4c
 def after_step(run: Run) -> bool:
     "Step 7: log, evaluate and save `last/` when due; True when the run should stop."
     cfg, state = run.cfg, run.state

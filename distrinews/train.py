@@ -4,31 +4,33 @@
 
 # %% ../nbs/04d_launch.ipynb #f8f562dc
 from __future__ import annotations
-import argparse, json, logging, os, shutil, sys, tempfile, time
+import argparse, importlib, json, logging, os, shutil, sys, tempfile, time
 from pathlib import Path
 import torch
 from .config import Config, DistrinewsError, add_config_args, config_from_args, load_config
 from .data import check_split, load_source, tokenize
-from .ddp import DDPStrategy, DistEnv, abort_distributed, cleanup_distributed, free_port, main_process_first, rank_print, setup_distributed
+from .ddp import DistEnv, abort_distributed, cleanup_distributed, free_port, main_process_first, rank_print, setup_distributed
 from .model import ModelError, load_model
 from .loop import (Callback, attach_callbacks, build_model_and_data, build_optimizer, evaluate, finish, fit,
                    make_loader, start_run)
-from .fsdp import FSDPStrategy
 from .checkpoint import Checkpointer, check_output, check_rows, find_checkpoint, prepare_output, resume
 
 # %% auto #0
-__all__ = ['STRATEGIES', 'BROKEN_COLLECTIVE', 'make_strategy', 'train', 'tiny_checkpoint', 'RankFailed', 'launch_fn', 'launch',
-           'evaluate_checkpoint', 'preflight', 'run_train', 'check_checkpoint_dir', 'run_eval']
+__all__ = ['STRATEGY_CLASSES', 'BROKEN_COLLECTIVE', 'make_strategy', 'train', 'tiny_checkpoint', 'RankFailed', 'launch_fn',
+           'launch', 'evaluate_checkpoint', 'preflight', 'run_train', 'check_checkpoint_dir', 'run_eval']
 
 # %% ../nbs/04d_launch.ipynb #f5b1ac5e
-STRATEGIES = {"ddp": DDPStrategy, "fsdp": FSDPStrategy}
+STRATEGY_CLASSES = {"ddp": "distrinews.ddp:DDPStrategy",     # a strategy's name: the module and class that implement it
+                    "fsdp": "distrinews.fsdp:FSDPStrategy"}
 
 def make_strategy(cfg: Config, env: DistEnv):
     "The strategy object `cfg.strategy` names; with one process there is nothing to shard over, so DDP's (which is then no wrap)."
-    if cfg.strategy == "fsdp" and not env.distributed:
+    name = cfg.strategy
+    if name == "fsdp" and not env.distributed:
         rank_print("strategy fsdp: one process has nothing to share its shards with; training unsharded")
-        return DDPStrategy()
-    return STRATEGIES[cfg.strategy]()
+        name = "ddp"
+    module, cls = STRATEGY_CLASSES[name].split(":")
+    return getattr(importlib.import_module(module), cls)()
 
 # %% ../nbs/04d_launch.ipynb #fff5dbda
 def train(cfg: Config,                           # the run's configuration
