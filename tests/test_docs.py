@@ -10,7 +10,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT / "nbs"
-CHAPTERS = ["00_config", "01_data", "02_model", "03_ddp", "04_trainer", "04b_fsdp", "05_loader", "06_api", "07_benchmarks", "08_cli"]
+CHAPTERS = ["00_config", "01_data", "02_model", "03_ddp", "04_trainer", "04b_fsdp", "05_loader", "06_api", "07_benchmarks", "07b_serving_bench", "08_cli"]
 CONCEPTS = ["ddp_vs_dataparallel", "allreduce", "distributed_sampler", "eval_dedup", "mixed_precision",
             "grad_accumulation", "exact_resume", "serving_under_load"]
 READING_ORDER = (["index.ipynb", "kaggle_colab.qmd", "concepts/index.qmd"] + [f"concepts/{c}.qmd" for c in CONCEPTS]

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT / "nbs"
-CHAPTERS = ["00_config", "01_data", "02_model", "03_ddp", "04_trainer", "04b_fsdp", "05_loader", "06_api", "07_benchmarks", "08_cli"]
+CHAPTERS = ["00_config", "01_data", "02_model", "03_ddp", "04_trainer", "04b_fsdp", "05_loader", "06_api", "07_benchmarks", "07b_serving_bench", "08_cli"]
 ALL = sorted(p for p in NBS.rglob("*.ipynb") if not any(s.startswith(("_", ".")) for s in p.relative_to(NBS).parts))
 MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|root|tmp|home)/[\w.-]")
 GPU_CLAIM = re.compile(r"\bcuda:\d\b|device[=:]\s*['\"]?cuda\b|\bnccl\b|\bTesla\b|\bNVIDIA\b|\b(?:T4|A100|H100|L4|V100)\b"
