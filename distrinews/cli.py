@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("distrinews.train", "evaluate a checkpoint; prints metrics as JSON on the last line"),
     "predict": ("distrinews.loader", "predict the label of texts with a checkpoint"),
     "serve": ("distrinews.api", "serve a checkpoint over HTTP (FastAPI + uvicorn)"),
-    "bench": ("distrinews.bench", "benchmark training and serving against baselines"),
+    "bench": ("distrinews.servebench", "benchmark training and serving against baselines"),
     "push": ("distrinews.cli", "upload a checkpoint folder to the Hugging Face Hub"),
     "doctor": ("distrinews.cli", "what this machine is, and whether DDP, training and checkpoints work on it"),
 }

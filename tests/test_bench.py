@@ -1,4 +1,4 @@
-"""The benchmark harness (`distrinews.bench`): it refuses before working when something it needs is missing, keeps the
+"""The benchmark harness (`distrinews.bench`, serving and the whole run in `distrinews.servebench`): it refuses before working when something it needs is missing, keeps the
 rows it measured when a later part fails, records each row's precision and MFU (against a matmul peak measured in the
 same run), compares with the HF Trainer at the same precision, names models and data without machine paths, and
 records in every serving row which texts were sent and the CPU's native bf16 support. The report
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distrinews import bench
+from distrinews import bench, servebench
 from distrinews.cli import main
 from distrinews.config import load_config
 from distrinews.train import tiny_checkpoint
@@ -54,10 +54,10 @@ def test_bad_flags_are_one_line(tmp_path, capsys, flags, message):
 
 def test_a_failing_part_keeps_the_rows_already_measured(tmp_path, monkeypatch, ckpt, capsys):
     def broken_serve(*a, **k): raise RuntimeError("server died")
-    monkeypatch.setattr(bench, "bench_serve", broken_serve)
+    monkeypatch.setattr(servebench, "bench_serve", broken_serve)
     cfg = load_config("quick", data="synthetic:200")
     with pytest.raises(RuntimeError, match="server died"):
-        bench.run_benchmarks(cfg, tmp_path, what=("lengths", "serve"), lengths=(16, 32), run_id="partial", checkpoint=ckpt)
+        servebench.run_benchmarks(cfg, tmp_path, what=("lengths", "serve"), lengths=(16, 32), run_id="partial", checkpoint=ckpt)
     rows = json.loads((tmp_path / "results" / "partial.json").read_text())
     assert [(r["kind"], r["max_length"], r["precision"]) for r in rows] == [("length", 16, "fp32"), ("length", 32, "fp32")]
     assert all(r["run_id"] == "partial" and r["hardware"] == bench.hardware_label() and r["samples_per_s"] > 0 for r in rows)
@@ -66,7 +66,7 @@ def test_a_failing_part_keeps_the_rows_already_measured(tmp_path, monkeypatch, c
 
 def test_serve_rows_record_texts_dtype_and_cpu_bf16(ckpt):
     texts = ["Stocks fell sharply on Monday as oil prices rose.", "The home team won the final in extra time."]
-    rows = bench.bench_serve(ckpt, concurrency=(2,), n_requests=8, texts=texts, texts_label="real AG News rows (held out)",
+    rows = servebench.bench_serve(ckpt, concurrency=(2,), n_requests=8, texts=texts, texts_label="real AG News rows (held out)",
                              dtypes=("fp32",), max_seconds=60)
     assert [(r["system"], r["dtype"], r["concurrency"], r["errors"], r["n"]) for r in rows] == \
            [("distrinews", "fp32", 2, 0, 8), ("naive", "fp32", 2, 0, 8)]
@@ -76,14 +76,14 @@ def test_serve_rows_record_texts_dtype_and_cpu_bf16(ckpt):
         assert r["cpu_bf16"] == native and r["precision"] == r["dtype"] and r["hardware"] == bench.hardware_label()
     table = "\n".join(report.serve_table(rows))
     assert "texts sent: real AG News rows (held out)" in table and "| naive fp32 | 2 |" in table
-    demo = bench.bench_serve(ckpt, concurrency=(1,), n_requests=4, systems=("distrinews",), dtypes=("fp32",))
+    demo = servebench.bench_serve(ckpt, concurrency=(1,), n_requests=4, systems=("distrinews",), dtypes=("fp32",))
     assert demo[0]["texts"] == "demo headlines"
 
 
 def test_server_that_cannot_start_says_why(tmp_path):
     t0 = time.time()
     with pytest.raises(RuntimeError, match="distrinews server exited"):
-        with bench.serve_in_subprocess("distrinews", tmp_path / "no-such-checkpoint"):
+        with servebench.serve_in_subprocess("distrinews", tmp_path / "no-such-checkpoint"):
             pass
     assert time.time() - t0 < 120
 

@@ -6,7 +6,7 @@ import os, shutil
 import httpx
 import pytest
 
-from distrinews.bench import serve_in_subprocess
+from distrinews.servebench import serve_in_subprocess
 from distrinews.config import LABELS
 from distrinews.train import tiny_checkpoint
 

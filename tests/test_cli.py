@@ -91,7 +91,7 @@ def test_every_subcommand_runs_from_the_base_install():
     base = {re.split(r"[<>=!~\[ ;]", r, maxsplit=1)[0].lower() for r in _requirements()}
     for pkg in ("httpx", "huggingface_hub", "torch", "transformers", "fastapi", "uvicorn", "matplotlib"):
         assert pkg in base, f"{pkg} is imported by a subcommand but not in settings.ini requirements"
-    src = "\n".join((ROOT / "distrinews" / f).read_text() for f in ("bench.py", "api.py", "cli.py", "model.py"))
+    src = "\n".join((ROOT / "distrinews" / f).read_text() for f in ("bench.py", "servebench.py", "api.py", "cli.py", "model.py"))
     for mod in sorted(set(re.findall(r"^\s*(?:import|from) (httpx|requests|aiohttp)\b", src, re.M))):
         assert mod in base, f"a module imports {mod}, which is not in the base requirements"
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from distrinews.bench import serve_in_subprocess
+from distrinews.servebench import serve_in_subprocess
 from distrinews.config import LABELS, load_config
 from distrinews.train import launch_fn
 

@@ -7,7 +7,7 @@ import asyncio, os, signal, socket, subprocess, sys, time
 import httpx
 import pytest
 
-from distrinews.bench import serve_in_subprocess
+from distrinews.servebench import serve_in_subprocess
 from distrinews.config import LABELS
 from distrinews.train import tiny_checkpoint
 

@@ -117,7 +117,7 @@ try:
     from distrinews.data import synthetic_news
     texts = list(synthetic_news(256, seed=3)["text"])
     n_req, clients = (2000, 32) if gpu else (60, 4)
-    from distrinews.bench import _pct, drive     # the serving benchmark's closed-loop clients and quantiles
+    from distrinews.servebench import _pct, drive     # the serving benchmark's closed-loop clients and quantiles
     m = asyncio.run(drive(url, texts, clients, n_req))
     lat, errors, wall = m["latencies"], m["errors"], m["wall_s"]
     report["serve"] = dict(dtype_asked="auto", dtype=info.get("dtype"), device=info.get("device"), clients=clients, requests=n_req,
