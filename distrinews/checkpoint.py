@@ -125,6 +125,7 @@ def load_training_state(run: Run) -> TrainState:
         run.meter = dict(loss_sum=st["loss_sum"][env.rank].to(env.device), loss_n=st["loss_n"])
     return TrainState(**{k: v for k, v in run.saved.items() if k in TrainState.__dataclass_fields__})
 
+# %% ../nbs/04c_checkpoint.ipynb #34f62383
 def find_checkpoint(path: Path, need_state: bool = False) -> Path | None:
     "`path` if it holds a complete checkpoint, else its `.old` copy from an interrupted swap, else None."
     need = ["config.json"] + (["trainer_state.json"] if need_state else [])

@@ -299,6 +299,7 @@ class JsonlLogger(Callback):
     def on_log(self, state, logs): self._write({"event": "train", **logs})
     def on_evaluate(self, state, metrics): self._write({"event": "eval", "step": state.global_step, "epoch": state.epoch, **metrics})
 
+# %% ../nbs/04_trainer.ipynb #21387b5e
 class TensorBoardLogger(Callback):
     "Scalars to TensorBoard (`OUT/tb`), when `tensorboard` is installed; a resumed run hides what was logged after its step."
     def __init__(self, log_dir: Path, resume_step: int | None = None):

@@ -99,6 +99,7 @@ def _failure_message(err_dir: str) -> str:
     r = min(recs, key=lambda r: (consequence(r), r["time"]))
     return r["message"] if r["bad_input"] else f"rank {r['rank']} failed: {r['type']}: {r['message']}"
 
+# %% ../nbs/04d_launch.ipynb #2f2e5cec
 def launch_fn(fn,           # a module-level function (spawned processes import it)
               args: tuple,  # its arguments
               nproc: int,   # processes to start on this machine

@@ -269,7 +269,7 @@ def test_resume_reuses_saved_batch_without_probing(tmp_path, monkeypatch):
     cfg = load_config("quick", data="synthetic:200", epochs=1, nproc=1, output=tmp_path, log_every=100)
     T.train(cfg, progress=False)
     def no_probe(*a, **k): raise AssertionError("fit_batch_size must not run on resume")
-    monkeypatch.setattr(T, "fit_batch_size", no_probe)
+    monkeypatch.setattr(L, "fit_batch_size", no_probe)   # build_model_and_data (in the loop module) calls it
     s = T.train(load_config("quick", data="synthetic:200", epochs=1, nproc=1, output=tmp_path, log_every=100, resume=True),
                 progress=False)
     assert (s["per_device_batch"], s["grad_accum"]) == (32, 1)
