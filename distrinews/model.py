@@ -10,7 +10,7 @@ from pathlib import Path
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
 from transformers.utils import logging as hf_logging
-from .config import ConfigError, LABELS, DistrinewsError
+from .config import Config, ConfigError, LABELS, DistrinewsError
 from .data import AG_NEWS_ID, hub_reachable, offline_mode, tiny_tokenizer
 
 # %% auto #0

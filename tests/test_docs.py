@@ -301,7 +301,7 @@ def test_concept_page(name):
     page = NBS / "concepts" / f"{name}.qmd"
     fm, body = front_matter(page.read_text(encoding="utf-8"))
     assert fm.get("title") and fm.get("description"), f"concepts/{name}.qmd: front matter needs a title and a description"
-    chapter_links = [t for t in links(body) if re.match(r"^\.\./\d\d_\w+\.ipynb", t)]
+    chapter_links = [t for t in links(body) if re.match(r"^\.\./\d\d[a-z]?_\w+\.ipynb", t)]
     assert chapter_links, f"concepts/{name}.qmd links to no chapter"
     if name == "index":
         assert all(f"{c}.qmd" in body for c in CONCEPTS)
