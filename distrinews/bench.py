@@ -12,8 +12,8 @@ from typing import Callable, Sequence
 import torch
 from .config import Config, ConfigError, DistrinewsError
 from .data import LengthGroupedBatchSampler, padding_stats
-from .ddp import (auto_precision, describe_hardware, measure_peak_flops, peak_mem_mb, resolve_precision,
-                            seed_everything, setup_distributed, train_flops_per_token)
+from .ddp import (auto_precision, describe_hardware, measure_peak_flops, non_embedding_params, peak_mem_mb,
+                            resolve_precision, seed_everything, setup_distributed, train_flops_per_token)
 from .model import load_model
 from .loop import autocast_for, build_datasets, evaluate, make_loader
 from .train import launch_fn, train
@@ -21,10 +21,10 @@ from .train import launch_fn, train
 # %% auto #0
 __all__ = ['BENCHMARKS', 'NEEDS', 'PEAK_TFLOPS', 'KINDS', 'COLUMNS', 'versions', 'hardware_label', 'cpu_bf16', 'portable_name',
            'check_benchmarks', 'isolated', 'run_dir', 'run_distrinews', 'hf_training_args', 'run_hf_trainer',
-           'gpu_model', 'non_embedding_params', 'vendor_peak_flops', 'bench_peak_flops', 'mfu', 'default_precisions',
-           'default_world_sizes', 'train_row', 'measure_run', 'add_ratios', 'same_global_batch', 'bench_train',
-           'bench_strategies', 'bench_lengths', 'project_epoch', 'projection_rows', 'make_run_id', 'write_results',
-           'latest_rows', 'rows_table', 'bench_meta']
+           'gpu_model', 'vendor_peak_flops', 'bench_peak_flops', 'mfu', 'default_precisions', 'default_world_sizes',
+           'train_row', 'measure_run', 'add_ratios', 'same_global_batch', 'bench_train', 'bench_strategies',
+           'bench_lengths', 'project_epoch', 'projection_rows', 'make_run_id', 'write_results', 'latest_rows',
+           'rows_table', 'bench_meta']
 
 # %% ../nbs/07_benchmarks.ipynb #0682ee1f
 def versions() -> dict:
@@ -140,10 +140,6 @@ def gpu_model(name: str) -> str:
     "The model in a GPU's name as the driver reports it: 'Tesla T4' → T4, 'NVIDIA A100-SXM4-80GB' → A100, 'NVIDIA L40S' → L40S."
     words = [w for w in re.split(r"[\s-]+", name.strip()) if w.upper() not in ("NVIDIA", "TESLA", "GEFORCE", "QUADRO")]
     return words[0].upper() if words else ""
-
-def non_embedding_params(model) -> int:
-    "Parameters outside the embedding tables (the ones that cost 6 FLOPs per token in training)."
-    return sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
 
 def vendor_peak_flops(hw: dict,         # `describe_hardware()`
                       world_size: int,  # GPUs used

@@ -18,7 +18,7 @@ __all__ = ['DEFAULT_TIMEOUT_S', 'DistEnv', 'collective_timeout', 'setup_distribu
            'weights_checksum', 'plain_train_loop', 'gather_floats', 'ddp_train_loop', 'DDPStrategy', 'gather_eval',
            'classification_metrics', 'describe_hardware', 'cpu_has_native_bf16', 'gpu_has_native_bf16',
            'auto_precision', 'choose_precision', 'resolve_precision', 'free_port', 'peak_mem_mb', 'local_state_bytes',
-           'train_flops_per_token', 'measure_peak_flops']
+           'non_embedding_params', 'train_flops_per_token', 'measure_peak_flops']
 
 # %% ../nbs/03_ddp.ipynb #7f1add72
 @dataclass
@@ -417,13 +417,16 @@ def _arch(model) -> tuple[int, int]:
     c = unwrap(model).config
     return (getattr(c, "num_hidden_layers", None) or getattr(c, "n_layers")), (getattr(c, "hidden_size", None) or getattr(c, "dim"))
 
+def non_embedding_params(model) -> int:
+    "Parameters outside the embedding tables (the ones that cost 6 FLOPs per token in training)."
+    return sum(p.numel() for n, p in unwrap(model).named_parameters() if "embeddings" not in n)
+
 def train_flops_per_token(model,         # a transformers encoder (plain, DDP or compiled)
                           seq_len: float,  # mean tokens per sequence
                          ) -> float:
     "Training (forward + backward) FLOPs per token: 6 x non-embedding weights + 12 x layers x hidden x seq_len."
-    n = sum(p.numel() for name, p in unwrap(model).named_parameters() if "embeddings" not in name)
     layers, hidden = _arch(model)
-    return 6 * n + 12 * layers * hidden * seq_len
+    return 6 * non_embedding_params(model) + 12 * layers * hidden * seq_len
 
 def measure_peak_flops(device: torch.device,  # where to time it
                        precision: str,        # fp32, fp16 or bf16: the matmul's dtype

@@ -12,14 +12,13 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
                                                      set_model_state_dict, set_optimizer_state_dict)
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import FSDPModule, fully_shard
-from torch.distributed.tensor import DTensor
+from torch.distributed.fsdp import fully_shard
 from .ddp import DistEnv
 from .model import unwrap
 
 # %% auto #0
-__all__ = ['BYTES_PER_PARAM', 'training_state_gb', 'transformer_blocks', 'shard_model', 'is_sharded', 'save_sharded',
-           'load_sharded', 'FSDPStrategy']
+__all__ = ['BYTES_PER_PARAM', 'training_state_gb', 'transformer_blocks', 'shard_model', 'save_sharded', 'load_sharded',
+           'FSDPStrategy']
 
 # %% ../nbs/04b_fsdp.ipynb #04ce88fc
 BYTES_PER_PARAM = dict(weights=4, gradients=4, optimizer=8)   # fp32 weights, fp32 gradients, AdamW exp_avg + exp_avg_sq
@@ -48,10 +47,6 @@ def shard_model(model: nn.Module,  # a plain transformers model, the same on eve
     for block in transformer_blocks(model): fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)   # the root: what is left (embeddings, classifier), and the schedule of the units
     return model
-
-def is_sharded(model: nn.Module) -> bool:
-    "Whether `model` is sharded with FSDP2."
-    return isinstance(model, FSDPModule)
 
 # %% ../nbs/04b_fsdp.ipynb #15552684
 def save_sharded(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer) -> None:

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
-from .config import Config, ConfigError, DistrinewsError, LABELS
+from .config import Config, DistrinewsError, LABELS
 from .data import DataError, LengthGroupedBatchSampler, check_split, load_source, make_collator, tokenize, train_val_split
 from .ddp import (DistEnv, all_reduce_max, all_reduce_mean, all_reduce_sum, barrier, choose_precision, classification_metrics,
                   describe_hardware, gather_eval, local_state_bytes, main_process_first, measure_peak_flops, peak_mem_mb,

@@ -13,7 +13,7 @@ from .ddp import DistEnv, abort_distributed, cleanup_distributed, free_port, mai
 from .model import ModelError, load_model
 from .loop import (Callback, attach_callbacks, build_model_and_data, build_optimizer, evaluate, finish, fit,
                    make_loader, start_run)
-from .checkpoint import Checkpointer, check_output, check_rows, find_checkpoint, prepare_output, resume
+from .checkpoint import Checkpointer, check_output, check_rows, prepare_output, resume
 
 # %% auto #0
 __all__ = ['STRATEGY_CLASSES', 'BROKEN_COLLECTIVE', 'make_strategy', 'train', 'tiny_checkpoint', 'RankFailed', 'launch_fn',

@@ -3,13 +3,12 @@ that the next code cell shows running (a code cell that is not exported, not hid
 
     python tools/course_metrics.py            # table on stdout
 """
-import ast, json, re, sys
+import ast, json, sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from run_notebooks import directives   # the `#| key: value` lines at the top of a cell, as nbdev reads them
 
-def directives(src: str) -> set[str]:
-    return {m.group(1) for m in re.finditer(r"^#\|\s*([\w-]+)", src, re.M)}
+ROOT = Path(__file__).resolve().parents[1]
 
 def shown(nb: dict) -> tuple[int, int]:
     "(export cells, export cells whose next code cell runs something with an output)."
@@ -21,7 +20,7 @@ def shown(nb: dict) -> tuple[int, int]:
         nxt = code[i + 1] if i + 1 < len(code) else None
         if nxt is None: continue
         d = directives("".join(nxt["source"]))
-        if not ({"export", "exports", "hide", "default_exp"} & d) and nxt.get("outputs"): ok += 1
+        if not ({"export", "exports", "hide", "default_exp"} & d.keys()) and nxt.get("outputs"): ok += 1
     return n, ok
 
 def main() -> int:
