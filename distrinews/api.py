@@ -19,10 +19,10 @@ from .model import ModelError
 
 # %% auto #0
 __all__ = ['MAX_TEXTS', 'MAX_CHARS', 'MAX_BODY', 'BODY_TIMEOUT_S', 'QUEUE_SIZE', 'QUEUE_TEXTS', 'MAX_CONNECTIONS', 'APIError',
-           'ClientGone', 'read_json', 'PredictRequest', 'BatchRequest', 'Prediction', 'BatchResponse', 'parse_body',
-           'check_request_texts', 'Overloaded', 'ShuttingDown', 'Job', 'MicroBatcher', 'render_page', 'wait_for_answer',
-           'service_info', 'create_app', 'add_info_routes', 'add_predict_routes', 'add_error_handlers', 'check_port',
-           'graceful_server', 'run_serve', 'NaiveRequest', 'naive_app']
+           'ClientGone', 'read_json', 'run_async', 'PredictRequest', 'BatchRequest', 'Prediction', 'BatchResponse',
+           'parse_body', 'check_request_texts', 'Overloaded', 'ShuttingDown', 'Job', 'MicroBatcher', 'render_page',
+           'wait_for_answer', 'service_info', 'create_app', 'add_info_routes', 'add_predict_routes',
+           'add_error_handlers', 'check_port', 'graceful_server', 'run_serve', 'NaiveRequest', 'naive_app']
 
 # %% ../nbs/06_api.ipynb #cceed7c8
 MAX_TEXTS = 64          # texts in one /predict/batch request (more: 413)
@@ -73,6 +73,15 @@ async def read_json(request: Request,                     # the incoming request
     try: return json.loads(body)
     except RecursionError: raise APIError(400, "malformed JSON: nested too deeply") from None
     except ValueError as e: raise APIError(400, f"malformed JSON: {e}") from None
+
+# %% ../nbs/06_api.ipynb #d9fc8497
+from typing import Coroutine
+
+def run_async(coro: Coroutine):
+    """Run `coro` to completion from synchronous code and return its result: in a fresh event loop on a thread of its
+    own, so it works in a script and in a Jupyter kernel alike (the kernel's loop already runs there, and
+    `asyncio.run` refuses to start a second one in the same thread)."""
+    with ThreadPoolExecutor(1) as ex: return ex.submit(asyncio.run, coro).result()
 
 # %% ../nbs/06_api.ipynb #9667e9ef
 class PredictRequest(BaseModel):

@@ -436,5 +436,7 @@ def run_doctor(args) -> int:
     return 0 if report["ok"] else 1
 
 # %% ../nbs/08_cli.ipynb #60a0f654
-#| eval: false
-if __name__ == "__main__": raise SystemExit(main())
+# `python -m distrinews.cli ...` runs the command. In a notebook `__name__` is "__main__" too, but a kernel is not a command line: "Run
+# All" must not parse the kernel's own arguments. A Jupyter kernel defines `get_ipython` in its namespace, a module
+# run with `-m` does not.
+if __name__ == "__main__" and "get_ipython" not in globals(): raise SystemExit(main())

@@ -97,9 +97,10 @@ def get_world_size() -> int: return dist.get_world_size() if dist.is_available()
 
 def rank_print(*args, all_ranks: bool = False, **kwargs) -> None:
     "`print` on rank 0 only (or on every rank, prefixed `[rank r]`, with `all_ranks=True`)."
-    sep = kwargs.pop("sep", " ")                     # one write per line: the ranks' lines do not interleave mid-line
-    if all_ranks: print(f"[rank {get_rank()}] " + sep.join(map(str, args)), **kwargs, flush=True)
-    elif get_rank() == 0: print(sep.join(map(str, args)), **kwargs, flush=True)
+    sep, end = kwargs.pop("sep", " "), kwargs.pop("end", "\n")
+    line = sep.join(map(str, args)) + end            # one write per line: `print` writes the text and the newline
+    if all_ranks: print(f"[rank {get_rank()}] " + line, end="", flush=True, **kwargs)   # separately, so two ranks'
+    elif get_rank() == 0: print(line, end="", flush=True, **kwargs)   # writes would interleave between them
 
 # %% ../nbs/03_ddp.ipynb #2781979f
 def all_reduce_mean(x: float | torch.Tensor, device: torch.device | None = None) -> float:

@@ -23,9 +23,9 @@ from .model import apply_options, load_model, save_model, unwrap, write_model_ca
 # %% auto #0
 __all__ = ['TrainState', 'Callback', 'Run', 'accumulation_window', 'accumulation_groups', 'autocast_for', 'micro_step',
            'optimizer_step', 'make_loader', 'evaluate', 'atomic_dir_write', 'evaluate_and_keep_best', 'log_step',
-           'after_step', 'start_epoch', 'fit', 'truncate_metrics', 'JsonlLogger', 'TensorBoardLogger', 'ProgressBar',
-           'EarlyStopping', 'OutOfMemory', 'out_of_memory', 'backoff', 'fit_batch_size', 'start_run', 'build_datasets',
-           'build_model_and_data', 'build_optimizer', 'attach_callbacks', 'finish']
+           'after_step', 'start_epoch', 'fit', 'truncate_metrics', 'JsonlLogger', 'TensorBoardLogger', 'live_progress',
+           'ProgressBar', 'EarlyStopping', 'OutOfMemory', 'out_of_memory', 'backoff', 'fit_batch_size', 'start_run',
+           'build_datasets', 'build_model_and_data', 'build_optimizer', 'attach_callbacks', 'finish']
 
 # %% ../nbs/04_trainer.ipynb #b11a7560
 @dataclass
@@ -311,11 +311,19 @@ class TensorBoardLogger(Callback):
         for k in ("loss", "accuracy", "macro_f1"): self.w.add_scalar(f"eval/{k}", metrics[k], state.global_step)
     def on_train_end(self, state, summary): self.w.close()
 
+def live_progress() -> bool:
+    """Whether a live bar can be shown: in a terminal, or in the notebook kernel's own process (a widget), unless tqdm is
+    switched off (`TQDM_DISABLE=1`). A rank that `notebook_launcher` forked from the kernel cannot send widget messages
+    (the kernel logs "attempted to send message from fork"), so there it is one text line per log event."""
+    import multiprocessing
+    if os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes"): return False
+    return sys.stderr.isatty() or ("ipykernel" in sys.modules and multiprocessing.parent_process() is None)
+
 class ProgressBar(Callback):
     "A tqdm bar over optimizer steps in a terminal or notebook; elsewhere (log files, CI) one plain line per log event."
     def on_train_begin(self, state, info):
         self.show = info.get("progress", True)
-        self.live = self.show and (sys.stderr.isatty() or "ipykernel" in sys.modules)
+        self.live = self.show and live_progress()
         if self.show and not self.live: hf_logging.disable_progress_bar()   # no "Writing model shards" bars in logs
         self.bar = tqdm(total=state.total_steps, initial=state.global_step, desc="training", dynamic_ncols=True,
                         disable=not self.live)

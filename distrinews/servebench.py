@@ -14,6 +14,7 @@ from .bench import (
     default_world_sizes, hardware_label, make_run_id, portable_name, projection_rows, rows_table, run_dir, write_results)
 from .config import Config, ConfigError
 from .data import load_source, train_val_split
+from .api import run_async
 from .ddp import describe_hardware, free_port
 from .model import load_model
 
@@ -140,7 +141,7 @@ def _start_servers(stack: ExitStack, checkpoint, systems, dtypes, texts, threads
             so = {"threads": threads} if s == "naive" else {"threads": threads, "dtype": d, **opts}
             url = stack.enter_context(serve_in_subprocess(s, checkpoint, **so))
             runs = httpx.get(url + "/info").json()["dtype"] if s == "distrinews" else "fp32"   # naive: pipeline in fp32
-            asyncio.run(drive(url, texts, 2, 20))
+            run_async(drive(url, texts, 2, 20))
             servers[s, d] = (url, runs)
     return servers
 
@@ -170,7 +171,7 @@ def bench_serve(checkpoint: str | Path,                     # the checkpoint bot
             for c in concurrency:
                 for (s, asked), (url, runs) in servers.items():
                     load0 = os.getloadavg()[0]
-                    m = asyncio.run(drive(url, texts, c, n_requests, max_seconds))
+                    m = run_async(drive(url, texts, c, n_requests, max_seconds))
                     lat = m["latencies"]
                     r = {**common, "kind": "serve", "system": s, "dtype": runs, "dtype_asked": asked,
                          "quantized": runs == "int8", "precision": runs, "concurrency": c, "repeat": rep,

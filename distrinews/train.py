@@ -201,5 +201,7 @@ def _main(argv: list[str] | None = None) -> int:
         return 2
 
 # %% ../nbs/04d_launch.ipynb #1e700e72
-#| eval: false
-if __name__ == "__main__": raise SystemExit(_main())
+# `python -m distrinews.train ...` runs the command. In a notebook `__name__` is "__main__" too, but a kernel is not a command line: "Run
+# All" must not parse the kernel's own arguments. A Jupyter kernel defines `get_ipython` in its namespace, a module
+# run with `-m` does not.
+if __name__ == "__main__" and "get_ipython" not in globals(): raise SystemExit(_main())
