@@ -54,6 +54,7 @@ class Config:
     max_grad_norm: float = _f(1.0, "gradient clipping; 0 disables")
     dropout: float | None = _f(None, "override the model's dropout (0 disables it)")
     precision: str = _f("auto", "auto | fp32 | fp16 | bf16")
+    tf32: bool = _f(False, "fp32 matmuls on Ampere+ tensor cores (TF32, 10-bit mantissa, several times faster); off: strict fp32, torch's default")
     group_by_length: bool = _f(True, "length-grouped batches: far less padding")
     grad_checkpointing: bool = _f(False, "trade compute for memory on big models")
     lora: bool = _f(False, "train LoRA adapters (needs `peft`)")

@@ -44,3 +44,65 @@ def test_peak_flops_timings_last_at_least_min_s(monkeypatch):
     timings = [b - a for a, b in zip(stamps[::2], stamps[1::2])]
     assert len(timings) >= 3, timings                       # at least one warm-up timing, then the trials
     assert min(timings[-2:]) >= 0.015, timings              # the counted ones: about min_s (a busy CPU varies), not a launch's latency
+
+
+# 6. and 9. the batch probe: training's peak memory, not the probe's; the probe's length as the collator pads it
+
+class FakeAllocator:
+    "torch.cuda's allocator statistics: the probe's worst case raises the peak, `reset_peak_memory_stats` lowers it to what is held."
+    def __init__(self, monkeypatch):
+        self.held, self.peak = 100 * 2**20, 100 * 2**20
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: self.peak)
+        monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: setattr(self, "peak", self.held))
+        monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+
+def test_probe_leaves_no_peak_and_probes_the_padded_length(monkeypatch):
+    from distrinews.ddp import DistEnv, peak_mem_mb
+    from distrinews.loop import fit_batch_size
+    mem, seen = FakeAllocator(monkeypatch), []
+    def probe(model, bs, max_len, env, precision):      # the worst case: 8 GiB at batch 64, too much; fits at 32
+        seen.append((bs, max_len))
+        mem.peak = max(mem.peak, mem.held + bs * 2**27)
+        return bs <= 32
+    env = DistEnv(device=torch.device("cuda", 0))
+    bs, accum = fit_batch_size(None, load_config("quick", batch_size=64), env, 21, "fp16", probe=probe)
+    assert (bs, accum) == (32, 2)
+    assert peak_mem_mb(env.device) == 100, peak_mem_mb(env.device)   # the summary's peak starts from here, not 8 GiB
+    assert seen == [(64, 24), (32, 24)], seen           # 21 tokens padded to 24: what the collator makes on CUDA
+
+
+# 9. one read of the fp16 scale per optimizer step
+
+def test_optimizer_step_reads_the_scale_once(monkeypatch):
+    from distrinews.loop import optimizer_step
+    lin = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)        # no CPU step counter of its own to read
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler.scale(lin(torch.ones(3, 4)).sum()).backward()
+    syncs = []
+    for name in ("item", "__bool__", "tolist"):          # every way a tensor's value reaches Python (a host-device sync on a GPU)
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _real=real, _n=name: (syncs.append(_n), _real(self, *a))[1])
+    assert optimizer_step(lin, opt, sched, scaler, 1.0) is True
+    monkeypatch.undo()
+    # GradScaler.step reads found_inf once itself (it must, to decide the step); the trainer adds one read, not two
+    assert len(syncs) <= 2, syncs
+    assert sched.last_epoch == 1
+
+
+# 9. TF32 decided by a flag with a recorded default
+
+def test_tf32_is_a_flag_decided_at_start(tmp_path):
+    from distrinews.ddp import DDPStrategy, DistEnv
+    from distrinews.loop import start_run
+    assert load_config("quick").tf32 is False                               # the recorded default: strict fp32
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True   # whatever ran before in this process
+        env = DistEnv(device=torch.device("cuda", 0))
+        start_run(load_config("quick", precision="fp32", output=str(tmp_path/"a")), env, DDPStrategy())
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (False, False)
+        start_run(load_config("quick", precision="fp32", tf32=True, output=str(tmp_path/"b")), env, DDPStrategy())
+        assert torch.backends.cuda.matmul.allow_tf32 is True
+    finally: torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
