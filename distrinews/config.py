@@ -139,7 +139,7 @@ PRESETS: dict[str, dict] = {
     "kaggle-2xt4-fsdp": dict(model="facebook/opt-1.3b", data="ag_news", eval_data="ag_news", max_train_samples=20_000,
                              max_length=128, epochs=1,
                              batch_size=16, eval_batch_size=32, lr=1e-5, precision="fp16", grad_checkpointing=True,
-                             strategy="fsdp", nproc=2, output="runs/kaggle-2xt4-fsdp"),
+                             strategy="fsdp", nproc=2, output="/tmp/runs/kaggle-2xt4-fsdp"),   # ~37 GB of checkpoints: the scratch disk
 }
 
 # %% ../nbs/00_config.ipynb #afc602ac

@@ -106,3 +106,58 @@ def test_tf32_is_a_flag_decided_at_start(tmp_path):
         start_run(load_config("quick", precision="fp32", tf32=True, output=str(tmp_path/"b")), env, DDPStrategy())
         assert torch.backends.cuda.matmul.allow_tf32 is True
     finally: torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+# 2. a failed run (an out-of-memory error in the kernel, as on Colab) gives back what it held
+
+class KeepWatch:
+    "A callback that watches the model (by weak reference) and makes its forward pass run out of GPU memory at call `at`."
+    def __init__(self, at: int): self.at, self.calls, self.model = at, 0, None
+    def on_train_begin(self, state, info):
+        self.model = weakref.ref(info["model"])
+        info["model"].register_forward_pre_hook(self._maybe_oom)
+    def _maybe_oom(self, module, args):
+        self.calls += 1
+        if self.calls == self.at: raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+    def __getattr__(self, name): return lambda *a, **k: None   # the other events
+
+
+def test_failed_run_releases_the_model_and_the_cache(tmp_path, monkeypatch):
+    from distrinews.loop import OutOfMemory
+    from distrinews.train import train
+    cfg = load_config("quick", data="synthetic:200", epochs=1, max_steps=4, nproc=1, output=str(tmp_path), log_every=1)
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)     # the kernel holds a CUDA context, as on Colab
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
+    watch = KeepWatch(at=3)
+    with pytest.raises(OutOfMemory, match="out of memory at step 3") as err:
+        train(cfg, callbacks=[watch], progress=False)
+    gc.collect()
+    assert watch.model() is None, "the error still holds the model (and its gradients, optimizer state): the GPU stays full"
+    assert emptied, "the cached GPU memory was not returned"
+    assert "out of memory" in "".join(__import__("traceback").format_exception(err.value))   # the traceback still prints
+
+
+# 3. Kaggle's disk: the checkpoints must fit at the output
+
+def test_run_whose_checkpoints_do_not_fit_is_refused_before_the_first_step(tmp_path, monkeypatch):
+    import shutil
+    from distrinews.config import ConfigError
+    from distrinews.train import train
+    cfg = load_config("quick", data="synthetic:200", epochs=1, max_steps=2, nproc=1, output=str(tmp_path/"run"))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(20 * 10**9, 20 * 10**9 - 10**5, 10**5))
+    with pytest.raises(ConfigError, match=r"output: this run writes about [\d.]+ GB .* only 0\.0 GB is free there; give --output") as e:
+        train(cfg, progress=False)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path/"run"/"metrics.jsonl").exists()          # refused before the first step
+    monkeypatch.undo()
+    assert train(cfg, progress=False)["global_step"] == 2          # with room it runs
+
+
+def test_fsdp_preset_writes_where_it_fits(monkeypatch, capsys):
+    from distrinews.checkpoint import output_bytes
+    fake_machine(monkeypatch, Machine("2xT4", gpus=2, gpu_name="Tesla T4", capability=(7, 5), memory_gb=15.0))
+    cfg = load_config("auto", strategy="fsdp")
+    assert cfg.model == "facebook/opt-1.3b"
+    assert output_bytes(1_315_758_080, 1_315_758_080)["peak"] > 20e9              # more than /kaggle/working keeps
+    assert Path(cfg.output).is_absolute() and Path(cfg.output).parts[1] == "tmp", cfg.output   # the scratch disk
