@@ -258,8 +258,8 @@ from .model import save_model, unwrap
 class DDPStrategy:
     "Data parallel: a whole copy of the model on every rank, gradients all-reduced in the backward."
     name, sharded = "ddp", False
-    def place(self, model, env: DistEnv):
-        "The whole model on this rank's device."
+    def place(self, model, env: DistEnv, precision: str = "fp32"):
+        "The whole model on this rank's device (in fp32: autocast computes in `precision`)."
         return model.to(env.device)
     def wrap(self, model, env: DistEnv):
         "`DDP(model)` when there are ranks to all-reduce with (it broadcasts rank 0's weights); the model itself otherwise."

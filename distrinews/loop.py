@@ -443,7 +443,7 @@ def build_model_and_data(run: Run) -> None:
     seed_everything(cfg.seed)
     model, run.tok = load_model(cfg.model, dropout=cfg.dropout)
     train_ds, eval_ds = build_datasets(cfg, run.tok)
-    model = run.strategy.place(apply_options(model, cfg), env)   # DDP: the whole model on the device; FSDP: this rank's shards
+    model = run.strategy.place(apply_options(model, cfg), env, run.precision)   # DDP: the whole model on the device; FSDP: this rank's shards
     if run.saved.get("per_device_batch"): run.bs, run.accum = run.saved["per_device_batch"], run.saved["effective_grad_accum"]
     elif run.strategy.sharded: run.bs, run.accum = cfg.batch_size, cfg.grad_accum   # no probe: see the memory probe above
     else: run.bs, run.accum = fit_batch_size(model, cfg, env, max(train_ds["length"]), run.precision)

@@ -161,3 +161,45 @@ def test_fsdp_preset_writes_where_it_fits(monkeypatch, capsys):
     assert cfg.model == "facebook/opt-1.3b"
     assert output_bytes(1_315_758_080, 1_315_758_080)["peak"] > 20e9              # more than /kaggle/working keeps
     assert Path(cfg.output).is_absolute() and Path(cfg.output).parts[1] == "tmp", cfg.output   # the scratch disk
+
+
+# 7. FSDP2 gathers the weights in the run's half type and reduces the gradients in fp32
+
+class DtypeProbe:
+    "Records the dtype of a block's weight as the forward sees it (FSDP2: after the all-gather) and of its gradient as reduced."
+    def __init__(self, out): self.out, self.seen = Path(out), {}
+    def on_train_begin(self, state, info):
+        from distrinews.fsdp import transformer_blocks
+        lin = next(m for m in transformer_blocks(info["model"])[0].modules() if isinstance(m, torch.nn.Linear))
+        lin.register_forward_pre_hook(lambda m, a: self.seen.setdefault("forward_weight", str(m.weight.dtype)) and None)
+        self.lin = lin
+    def on_train_end(self, state, summary):
+        import json
+        from distrinews.ddp import get_rank
+        self.seen["shard"] = str(self.lin.weight.dtype)
+        (self.out/f"dtypes_rank{get_rank()}.json").write_text(json.dumps(self.seen))
+    def __getattr__(self, name): return lambda *a, **k: None
+
+
+def train_with_dtype_probe(cfg):
+    from distrinews.train import train
+    return train(cfg, callbacks=[DtypeProbe(cfg.output)], progress=False)
+
+
+def test_fsdp_fp16_gathers_in_half_and_matches_ddp(tmp_path):
+    import json
+    from dataclasses import replace
+    from distrinews.train import launch_fn
+    base = load_config("quick", data="synthetic:400", epochs=1, max_steps=6, batch_size=16, dropout=0.0, log_every=1,
+                       precision="fp16", grad_checkpointing=True)
+    runs = {}
+    for strategy in ("ddp", "fsdp"):
+        cfg = replace(base, strategy=strategy, output=str(tmp_path/strategy))
+        s = launch_fn(train_with_dtype_probe, (cfg,), 2)
+        losses = [json.loads(l)["loss"] for l in (tmp_path/strategy/"metrics.jsonl").read_text().splitlines() if '"train"' in l]
+        runs[strategy] = dict(summary=s, losses=losses, dtypes=json.loads((tmp_path/strategy/"dtypes_rank1.json").read_text()))
+    f = runs["fsdp"]
+    assert f["dtypes"] == {"forward_weight": "torch.float16", "shard": "torch.float32"}, f["dtypes"]   # half on the wire, fp32 master
+    assert runs["ddp"]["dtypes"]["forward_weight"] == "torch.float32"                                  # DDP: autocast casts per op
+    assert f["summary"]["global_step"] == runs["ddp"]["summary"]["global_step"] == 6 and f["summary"]["skipped_steps"] == runs["ddp"]["summary"]["skipped_steps"]
+    assert f["losses"] == pytest.approx(runs["ddp"]["losses"], abs=2e-2), (f["losses"], runs["ddp"]["losses"])
