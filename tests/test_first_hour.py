@@ -203,3 +203,43 @@ def test_fsdp_fp16_gathers_in_half_and_matches_ddp(tmp_path):
     assert runs["ddp"]["dtypes"]["forward_weight"] == "torch.float32"                                  # DDP: autocast casts per op
     assert f["summary"]["global_step"] == runs["ddp"]["summary"]["global_step"] == 6 and f["summary"]["skipped_steps"] == runs["ddp"]["summary"]["skipped_steps"]
     assert f["losses"] == pytest.approx(runs["ddp"]["losses"], abs=2e-2), (f["losses"], runs["ddp"]["losses"])
+
+
+# 8. serving on a GPU: one padded batch per forward there; the device warmed up before the service says it is ready
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from distrinews.train import tiny_checkpoint
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best", samples=64, epochs=1)
+
+
+def test_batch_cut_follows_the_device(ckpt):
+    from distrinews.loader import ModelLoader, padding_cut
+    assert (padding_cut(torch.device("cpu")), padding_cut(torch.device("cuda", 0))) == (0.25, None)
+    cpu = ModelLoader(ckpt, dtype="fp32", device="cpu")
+    assert cpu.max_padding == 0.25                                           # the default follows the device
+    forwards = []
+    cpu.model.register_forward_pre_hook(lambda m, a, k: forwards.append(k["input_ids"].shape) and None, with_kwargs=True)
+    texts = ["short", "a somewhat longer text about markets and trade " * 3, "mid length news about sport"]
+    cpu.predict_batch(texts)
+    n_cpu = len(forwards)
+    forwards.clear()
+    cpu.max_padding = padding_cut(torch.device("cuda", 0))                  # what a GPU's loader gets
+    cpu.predict_batch(texts)
+    assert n_cpu > 1 and len(forwards) == 1, (n_cpu, forwards)                # a GPU: one forward for the whole batch
+
+
+def test_server_warms_up_before_it_reports_ready(ckpt):
+    from fastapi.testclient import TestClient
+    from distrinews.api import create_app
+    from distrinews.loader import ModelLoader
+    loader = ModelLoader(ckpt, dtype="fp32", device="cpu")
+    forwards = []
+    loader.model.register_forward_pre_hook(lambda m, a: forwards.append(1) and None)
+    app = create_app(loader=loader, max_batch=8)
+    assert forwards == []
+    with TestClient(app) as c:                                               # the server's startup (lifespan) has run
+        warmed = len(forwards)
+        assert c.get("/health").json()["status"] == "ok"
+        assert warmed >= 1, "the service reported ready before the model's first forward"
+        assert c.get("/health").json()["batches"] == 0                       # the warm-up is not counted as traffic
