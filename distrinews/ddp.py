@@ -17,8 +17,8 @@ __all__ = ['DEFAULT_TIMEOUT_S', 'DistEnv', 'collective_timeout', 'setup_distribu
            'main_process_first', 'seed_everything', 'check_can_fork', 'default_nproc', 'launched_processes',
            'weights_checksum', 'plain_train_loop', 'gather_floats', 'ddp_train_loop', 'DDPStrategy', 'gather_eval',
            'classification_metrics', 'describe_hardware', 'cpu_has_native_bf16', 'gpu_has_native_bf16',
-           'auto_precision', 'choose_precision', 'resolve_precision', 'free_port', 'peak_mem_mb', 'local_state_bytes',
-           'non_embedding_params', 'train_flops_per_token', 'measure_peak_flops']
+           'auto_precision', 'choose_precision', 'resolve_precision', 'set_tf32', 'free_port', 'peak_mem_mb',
+           'local_state_bytes', 'non_embedding_params', 'train_flops_per_token', 'measure_peak_flops']
 
 # %% ../nbs/03_ddp.ipynb #7f1add72
 @dataclass
@@ -384,6 +384,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return choose_precision(precision, device)[0]
 
 
+
+# %% ../nbs/03_ddp.ipynb #545fd381
+def set_tf32(enabled: bool, device: torch.device) -> bool:
+    "Let fp32 matmuls and convolutions on `device` use TF32 tensor cores (Ampere and later), or keep them strict fp32; whether TF32 is on."
+    if device.type != "cuda": return False        # a CPU has no TF32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled   # torch's defaults: matmul off, cuDNN on
+    return enabled
 
 # %% ../nbs/03_ddp.ipynb #3abf9667
 def free_port() -> int:

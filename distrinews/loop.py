@@ -17,15 +17,15 @@ from .config import Config, DistrinewsError, LABELS
 from .data import DataError, LengthGroupedBatchSampler, check_split, load_source, make_collator, tokenize, train_val_split
 from .ddp import (DistEnv, all_reduce_max, all_reduce_mean, all_reduce_sum, barrier, choose_precision, classification_metrics,
                   describe_hardware, gather_eval, local_state_bytes, main_process_first, measure_peak_flops, peak_mem_mb,
-                  rank_print, seed_everything, train_flops_per_token)
+                  rank_print, seed_everything, set_tf32, train_flops_per_token)
 from .model import apply_options, load_model, save_model, unwrap, write_model_card
 
 # %% auto #0
 __all__ = ['TrainState', 'Callback', 'Run', 'accumulation_window', 'accumulation_groups', 'autocast_for', 'micro_step',
            'optimizer_step', 'make_loader', 'evaluate', 'atomic_dir_write', 'evaluate_and_keep_best', 'log_step',
            'after_step', 'start_epoch', 'fit', 'truncate_metrics', 'JsonlLogger', 'TensorBoardLogger', 'ProgressBar',
-           'EarlyStopping', 'OutOfMemory', 'out_of_memory', 'backoff', 'fit_batch_size', 'set_tf32', 'start_run',
-           'build_datasets', 'build_model_and_data', 'build_optimizer', 'attach_callbacks', 'finish']
+           'EarlyStopping', 'OutOfMemory', 'out_of_memory', 'backoff', 'fit_batch_size', 'start_run', 'build_datasets',
+           'build_model_and_data', 'build_optimizer', 'attach_callbacks', 'finish']
 
 # %% ../nbs/04_trainer.ipynb #b11a7560
 @dataclass
@@ -403,13 +403,6 @@ def _optimizer(model, cfg: Config, env: DistEnv) -> torch.optim.Optimizer:
         if p.requires_grad: (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=env.device.type == "cuda")
-
-# %% ../nbs/04_trainer.ipynb #545fd381
-def set_tf32(enabled: bool, device: torch.device) -> bool:
-    "Let fp32 matmuls and convolutions on `device` use TF32 tensor cores (Ampere and later), or keep them strict fp32; whether TF32 is on."
-    if device.type != "cuda": return False        # a CPU has no TF32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled   # torch's defaults: matmul off, cuDNN on
-    return enabled
 
 # %% ../nbs/04_trainer.ipynb #457c0cbd
 def start_run(cfg: Config, env: DistEnv,
