@@ -243,3 +243,32 @@ def test_server_warms_up_before_it_reports_ready(ckpt):
         assert c.get("/health").json()["status"] == "ok"
         assert warmed >= 1, "the service reported ready before the model's first forward"
         assert c.get("/health").json()["batches"] == 0                       # the warm-up is not counted as traffic
+
+
+# 10. the GPU check runs on the lent machine: from the checkout, with carried wheels, its JSON where it is told
+
+ROOT = Path(__file__).parent.parent
+
+def _sh(*cmd, **env):
+    import subprocess
+    return subprocess.run(["bash", *cmd], capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, **env})
+
+def test_gpu_check_needs_out_and_real_wheels(tmp_path):
+    r = _sh("tools/gpu_check.sh", "--cpu")
+    assert r.returncode == 2 and "--out" in r.stderr, r.stderr[-500:]                    # the JSON goes where it is told ($OUT)
+    (tmp_path/"wheels").mkdir()
+    r = _sh("tools/gpu_check.sh", "--cpu", "--wheels", str(tmp_path/"wheels"), "--out", str(tmp_path/"x.json"))
+    assert r.returncode == 2 and "no wheels in" in r.stderr and "device_wheels.sh" in r.stderr, r.stderr[-500:]
+
+def test_gpu_check_runs_the_checkout_without_a_distrinews_command():
+    "No `distrinews` on PATH, no install: the script puts the checkout first on PYTHONPATH and runs `python -m distrinews.cli`."
+    text = (ROOT/"tools/gpu_check.sh").read_text()
+    assert '"distrinews", ' not in text and "command -v distrinews" not in text
+    assert 'DN = [sys.executable, "-m", "distrinews.cli"]' in text and "stdout=subprocess.PIPE" not in text
+    assert 'ROOT=$(cd "$(dirname "$0")/.." && pwd)' in text and 'export PYTHONPATH="$ROOT' in text   # the checkout first
+
+def test_device_wheels_takes_the_python_version():
+    r = _sh("tools/device_wheels.sh")
+    assert r.returncode == 2 and "usage: tools/device_wheels.sh DIR [--python X.Y]" in r.stderr
+    text = (ROOT/"tools/device_wheels.sh").read_text()
+    assert "PYV=3.12" in text and "--only-binary=:all:" in text and "manylinux2014_x86_64" in text and "64 * 1024 * 1024" in text

@@ -2,7 +2,8 @@
 # The wheels a lent GPU machine lacks, for tools/gpu_check.sh --wheels DIR: that machine (one H100, Python 3.12,
 # torch 2.11, transformers 5.17, accelerate 1.15, no network) has torch, transformers, accelerate, httpx, pandas, pyarrow,
 # tqdm, pyyaml, matplotlib, safetensors, huggingface-hub, anyio, click, h11, xxhash, fsspec, annotated-doc and
-# nvidia-ml-py, but not datasets, fastapi, uvicorn, pydantic or starlette (nor their own needs below).
+# nvidia-ml-py, but not datasets, fastapi, uvicorn, pydantic or starlette (nor their own needs below, such as
+# opentelemetry-api, which fastapi imports: CI's device-like step found it).
 #
 #   bash tools/device_wheels.sh DIR                   # Python 3.12, manylinux x86-64: the lent machine
 #   bash tools/device_wheels.sh DIR --python 3.11     # another Python (CI runs the same check on its own Python)
@@ -23,6 +24,7 @@ done
 WHEELS=(
   datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19                       # datasets (the rest of its needs are there)
   fastapi==0.165.0 starlette==1.10.0 uvicorn==0.55.0                      # the service
+  opentelemetry-api==1.45.3                                               # fastapi imports it (fastapi.telemetry)
   pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0
 )
 mkdir -p "$DIR"
