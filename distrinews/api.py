@@ -349,6 +349,8 @@ def create_app(checkpoint: str | Path | None = None,    # checkpoint folder (or 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher.start()
+        from distrinews.loader import warm_up   # the first forward (on a GPU: seconds) before the server listens, so /health waits
+        await asyncio.get_running_loop().run_in_executor(batcher.model_thread, warm_up, loader, max_batch)
         yield
         await batcher.stop()           # queued requests get 503 with Retry-After; the model thread ends
     app = FastAPI(title="distrinews", version=distrinews.__version__, lifespan=lifespan,

@@ -21,10 +21,10 @@ from .train import launch_fn, train
 # %% auto #0
 __all__ = ['BENCHMARKS', 'NEEDS', 'PEAK_TFLOPS', 'KINDS', 'COLUMNS', 'versions', 'hardware_label', 'cpu_bf16', 'portable_name',
            'check_benchmarks', 'isolated', 'run_dir', 'run_distrinews', 'hf_training_args', 'run_hf_trainer',
-           'gpu_model', 'vendor_peak_flops', 'bench_peak_flops', 'mfu', 'default_precisions', 'default_world_sizes',
-           'train_row', 'measure_run', 'add_ratios', 'same_global_batch', 'bench_train', 'bench_strategies',
-           'bench_lengths', 'project_epoch', 'projection_rows', 'make_run_id', 'write_results', 'latest_rows',
-           'rows_table', 'bench_meta']
+           'gpu_model', 'gpu_variant', 'vendor_peak_flops', 'bench_peak_flops', 'mfu', 'default_precisions',
+           'default_world_sizes', 'train_row', 'measure_run', 'add_ratios', 'same_global_batch', 'bench_train',
+           'bench_strategies', 'bench_lengths', 'project_epoch', 'projection_rows', 'make_run_id', 'write_results',
+           'latest_rows', 'rows_table', 'bench_meta']
 
 # %% ../nbs/07_benchmarks.ipynb #0682ee1f
 def versions() -> dict:
@@ -134,29 +134,50 @@ def run_hf_trainer(cfg: Config) -> dict:
                 eval={k: ev[k] for k in ("accuracy", "precision", "recall", "macro_f1", "loss", "n")})
 
 # %% ../nbs/07_benchmarks.ipynb #c831a73a
-PEAK_TFLOPS = {"T4": 65, "A10": 125, "A10G": 70, "L4": 121, "L40S": 362, "A100": 312, "H100": 989, "H200": 989, "V100": 125, "P100": 19}
+# Data-sheet dense TFLOP/s (no sparsity) per precision; None where the GPU has no native unit for it (a T4 or V100 only
+# emulates bf16). fp32: strict fp32 on the CUDA cores; tf32: fp32 matmuls on the tensor cores (Ampere on, with `--tf32`).
+PEAK_TFLOPS = {
+    "T4":        dict(fp32=8.1,  tf32=None, fp16=65,   bf16=None),
+    "V100":      dict(fp32=15.7, tf32=None, fp16=125,  bf16=None),
+    "P100":      dict(fp32=9.3,  tf32=None, fp16=18.7, bf16=None),
+    "A10":       dict(fp32=31.2, tf32=62.5, fp16=125,  bf16=125),
+    "A10G":      dict(fp32=31.2, tf32=35,   fp16=70,   bf16=70),
+    "L4":        dict(fp32=30.3, tf32=60,   fp16=121,  bf16=121),
+    "L40S":      dict(fp32=91.6, tf32=183,  fp16=362,  bf16=362),
+    "A100":      dict(fp32=19.5, tf32=156,  fp16=312,  bf16=312),    # SXM4 and PCIe alike
+    "H100":      dict(fp32=67,   tf32=495,  fp16=989,  bf16=989),    # SXM5: the driver says "NVIDIA H100 80GB HBM3"
+    "H100 PCIe": dict(fp32=51,   tf32=378,  fp16=756,  bf16=756),
+    "H100 NVL":  dict(fp32=60,   tf32=418,  fp16=835,  bf16=835),
+    "H200":      dict(fp32=67,   tf32=495,  fp16=989,  bf16=989),
+}
 
 def gpu_model(name: str) -> str:
     "The model in a GPU's name as the driver reports it: 'Tesla T4' → T4, 'NVIDIA A100-SXM4-80GB' → A100, 'NVIDIA L40S' → L40S."
     words = [w for w in re.split(r"[\s-]+", name.strip()) if w.upper() not in ("NVIDIA", "TESLA", "GEFORCE", "QUADRO")]
     return words[0].upper() if words else ""
 
+def gpu_variant(name: str) -> str:
+    "The row of `PEAK_TFLOPS` for a driver's GPU name: the model, with its variant where the variants differ ('NVIDIA H100 PCIe' → 'H100 PCIe')."
+    model, words = gpu_model(name), {w.upper() for w in re.split(r"[\s-]+", name)}
+    return next((f"{model} {v}" for v in ("PCIe", "NVL") if v.upper() in words and f"{model} {v}" in PEAK_TFLOPS), model)
+
 def vendor_peak_flops(hw: dict,         # `describe_hardware()`
                       world_size: int,  # GPUs used
+                      precision: str,   # the run's: fp32, tf32, fp16 or bf16
                      ) -> float | None:
-    "The data-sheet dense fp16/bf16 FLOP/s of `world_size` of `hw`'s GPUs; None on a CPU or a GPU not in `PEAK_TFLOPS`."
+    "The data-sheet dense FLOP/s in `precision` of `world_size` of `hw`'s GPUs; None on a CPU, a GPU not in `PEAK_TFLOPS`, or one with no native unit for it."
     if hw["kind"] != "gpu": return None
-    peak = PEAK_TFLOPS.get(gpu_model(hw["name"]))   # exact: "A10" must not match an A100, nor "L4" an L40S
+    peak = PEAK_TFLOPS.get(gpu_variant(hw["name"]), {}).get(precision)   # exact: "A10" must not match an A100, nor "L4" an L40S
     return peak * 1e12 * world_size if peak else None
 
 # %% ../nbs/07_benchmarks.ipynb #64523463
 def bench_peak_flops(precision: str,  # fp32, fp16 or bf16
                      trials: int = 2,  # best of, per size
                     ) -> float:
-    "This machine's matmul peak in `precision`, as the trainer measures it but longer: 512², 1024² and 2048² matrices (a CPU's best size varies), about 0.1 s each, best of `trials`."
+    "This machine's matmul peak in `precision`, as the trainer measures it but longer: 512², 1024² and 2048² matrices (a CPU's best size varies; 4096² on a GPU), each timing at least 0.1 s after a warm-up, best of `trials`."
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sizes = (4096,) if device.type == "cuda" else (512, 1024, 2048)
-    return max(measure_peak_flops(device, precision, n=n, reps=max(4, int(2e10 / (2 * n**3))), trials=trials) for n in sizes)
+    return max(measure_peak_flops(device, precision, n=n, reps=max(4, int(2e10 / (2 * n**3))), trials=trials, min_s=0.1) for n in sizes)
 
 def mfu(s: dict,          # a run's summary: `flops_per_token`, `train_tokens_per_s`, `peak_flops` (measured by the run)
         hw: dict,         # `describe_hardware()`
@@ -165,7 +186,8 @@ def mfu(s: dict,          # a run's summary: `flops_per_token`, `train_tokens_pe
        ) -> dict:
     "Model FLOP/s of a run, its MFU against the peaks measured by the run and by the benchmark, and against the vendor's peak (None where unknown)."
     achieved = s["flops_per_token"] * s["train_tokens_per_s"]
-    vendor = vendor_peak_flops(hw, world_size)
+    precision = "tf32" if s.get("precision") == "fp32" and s.get("tf32") else s.get("precision", "fp16")   # the unit the run used
+    vendor = vendor_peak_flops(hw, world_size, precision)
     return dict(flops_per_token=s["flops_per_token"], model_flops_per_s=achieved, peak_flops=s["peak_flops"],
                 mfu=achieved / s["peak_flops"], bench_peak_flops=bench_peak, mfu_bench_peak=achieved / bench_peak if bench_peak else None,
                 vendor_peak_flops=vendor, mfu_vendor=achieved / vendor if vendor else None)

@@ -17,7 +17,7 @@ from .loop import Callback, Run, TrainState, atomic_dir_write
 # %% auto #0
 __all__ = ['RESULTS', 'RESUME_FIELDS', 'check_output', 'settings_fingerprint', 'rows_digest', 'rows_fingerprint',
            'saved_fingerprint', 'check_resume', 'save_training_state', 'load_training_state', 'find_checkpoint',
-           'prepare_output', 'check_rows', 'resume', 'Checkpointer']
+           'prepare_output', 'check_rows', 'resume', 'Checkpointer', 'output_bytes', 'check_disk_space']
 
 # %% ../nbs/04c_checkpoint.ipynb #ae4ffc96
 RESULTS = ("summary.json", "best", "last", "metrics.jsonl")
@@ -166,3 +166,26 @@ def resume(run: Run) -> None:
 class Checkpointer(Callback):
     "Write `last/` when the loop says it is due (every rank: under FSDP each writes its shards)."
     def on_save(self, run): save_training_state(run)
+
+# %% ../nbs/04c_checkpoint.ipynb #22f96550
+def output_bytes(n_params: int,     # parameters of the model
+                 n_trainable: int,  # the ones the optimizer updates (AdamW keeps two fp32 moments for each)
+                ) -> dict:
+    "Bytes a run writes: `best/` (fp32 weights), `last/` (fp32 weights and AdamW state), and the peak (one of them written anew beside its old copy)."
+    best, last = 4 * n_params, 4 * n_params + 8 * n_trainable
+    return dict(best=best, last=last, peak=best + last + max(best, last))
+
+def check_disk_space(run: Run) -> dict:
+    "Before the first step: refuse, in one line naming the estimate, the free space and the fix, a run whose checkpoints do not fit at its output."
+    from distrinews.model import unwrap
+    params = list(unwrap(run.model).parameters())                 # FSDP's sharded parameters count their full size
+    need = output_bytes(sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad))
+    held = sum(f.stat().st_size for d in ("best", "last") if (run.out/d).is_dir() for f in (run.out/d).rglob("*") if f.is_file())
+    free = shutil.disk_usage(run.out).free                        # a resumed run replaces what it holds: that space counts
+    if need["peak"] - held > free:
+        gb = lambda b: f"{b / 1e9:.1f} GB"
+        raise ConfigError(f"output: this run writes about {gb(need['peak'])} to {run.out} (best/ {gb(need['best'])} of fp32 weights, "
+                          f"last/ {gb(need['last'])} of weights and AdamW state, and one of them again while it replaces the old "
+                          f"copy), but only {gb(free + held)} is free there; give --output a folder on a disk with room "
+                          f"(on Kaggle /tmp: /kaggle/working keeps about 20 GB)")
+    return need

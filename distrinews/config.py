@@ -54,6 +54,7 @@ class Config:
     max_grad_norm: float = _f(1.0, "gradient clipping; 0 disables")
     dropout: float | None = _f(None, "override the model's dropout (0 disables it)")
     precision: str = _f("auto", "auto | fp32 | fp16 | bf16")
+    tf32: bool = _f(False, "fp32 matmuls on Ampere+ tensor cores (TF32, 10-bit mantissa, several times faster); off: strict fp32, torch's default")
     group_by_length: bool = _f(True, "length-grouped batches: far less padding")
     grad_checkpointing: bool = _f(False, "trade compute for memory on big models")
     lora: bool = _f(False, "train LoRA adapters (needs `peft`)")
@@ -138,7 +139,7 @@ PRESETS: dict[str, dict] = {
     "kaggle-2xt4-fsdp": dict(model="facebook/opt-1.3b", data="ag_news", eval_data="ag_news", max_train_samples=20_000,
                              max_length=128, epochs=1,
                              batch_size=16, eval_batch_size=32, lr=1e-5, precision="fp16", grad_checkpointing=True,
-                             strategy="fsdp", nproc=2, output="runs/kaggle-2xt4-fsdp"),
+                             strategy="fsdp", nproc=2, output="/tmp/runs/kaggle-2xt4-fsdp"),   # ~37 GB of checkpoints: the scratch disk
 }
 
 # %% ../nbs/00_config.ipynb #afc602ac

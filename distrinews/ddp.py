@@ -17,8 +17,8 @@ __all__ = ['DEFAULT_TIMEOUT_S', 'DistEnv', 'collective_timeout', 'setup_distribu
            'main_process_first', 'seed_everything', 'check_can_fork', 'default_nproc', 'launched_processes',
            'weights_checksum', 'plain_train_loop', 'gather_floats', 'ddp_train_loop', 'DDPStrategy', 'gather_eval',
            'classification_metrics', 'describe_hardware', 'cpu_has_native_bf16', 'gpu_has_native_bf16',
-           'auto_precision', 'choose_precision', 'resolve_precision', 'free_port', 'peak_mem_mb', 'local_state_bytes',
-           'non_embedding_params', 'train_flops_per_token', 'measure_peak_flops']
+           'auto_precision', 'choose_precision', 'resolve_precision', 'set_tf32', 'free_port', 'peak_mem_mb',
+           'local_state_bytes', 'non_embedding_params', 'train_flops_per_token', 'measure_peak_flops']
 
 # %% ../nbs/03_ddp.ipynb #7f1add72
 @dataclass
@@ -105,8 +105,9 @@ def rank_print(*args, all_ranks: bool = False, **kwargs) -> None:
 # %% ../nbs/03_ddp.ipynb #2781979f
 def all_reduce_mean(x: float | torch.Tensor, device: torch.device | None = None) -> float:
     "The mean of scalar `x` over all ranks (just `x` for one process)."
-    t = torch.as_tensor(x, dtype=torch.float64, device=device or torch.device("cpu")).detach().clone()
-    if get_world_size() > 1:
+    one = get_world_size() == 1                      # nothing to reduce: stay on the CPU (no copy to the device and back)
+    t = torch.as_tensor(x, dtype=torch.float64, device=None if one else device or torch.device("cpu")).detach().clone()
+    if not one:
         if dist.get_backend() == "nccl" and t.device.type != "cuda": t = t.cuda()
         dist.all_reduce(t)
         t /= get_world_size()
@@ -151,9 +152,9 @@ def _hello(out_dir: str) -> None:
     cleanup_distributed()
 
 # %% ../nbs/03_ddp.ipynb #50805959
-def check_can_fork() -> None:
-    "Stop, with the fix, if this process already holds a CUDA context (a forked launcher cannot use it)."
-    if torch.cuda.is_initialized():
+def check_can_fork(num_processes: int) -> None:
+    "Stop, with the fix, if a launch of `num_processes` will fork (see `launched_processes`) and this process already holds a CUDA context."
+    if launched_processes(num_processes) > 1 and torch.cuda.is_initialized():   # Colab runs the function here: no fork
         raise RuntimeError("CUDA is already initialized in this notebook, so notebook_launcher cannot fork: "
                            "restart the kernel and run the launch cell first")
 
@@ -258,8 +259,8 @@ from .model import save_model, unwrap
 class DDPStrategy:
     "Data parallel: a whole copy of the model on every rank, gradients all-reduced in the backward."
     name, sharded = "ddp", False
-    def place(self, model, env: DistEnv):
-        "The whole model on this rank's device."
+    def place(self, model, env: DistEnv, precision: str = "fp32"):
+        "The whole model on this rank's device (in fp32: autocast computes in `precision`)."
         return model.to(env.device)
     def wrap(self, model, env: DistEnv):
         "`DDP(model)` when there are ranks to all-reduce with (it broadcasts rank 0's weights); the model itself otherwise."
@@ -385,6 +386,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 
+# %% ../nbs/03_ddp.ipynb #545fd381
+def set_tf32(enabled: bool, device: torch.device) -> bool:
+    "Let fp32 matmuls and convolutions on `device` use TF32 tensor cores (Ampere and later), or keep them strict fp32; whether TF32 is on."
+    if device.type != "cuda": return False        # a CPU has no TF32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled   # torch's defaults: matmul off, cuDNN on
+    return enabled
+
 # %% ../nbs/03_ddp.ipynb #3abf9667
 def free_port() -> int:
     "A TCP port on 127.0.0.1 that is free right now (the OS picks it)."
@@ -434,18 +442,23 @@ def measure_peak_flops(device: torch.device,  # where to time it
                        n: int = 768,          # matrix size (larger on a GPU)
                        reps: int = 3,         # products per timing
                        trials: int = 3,       # timings; the fastest counts (a busy machine only makes one slower)
+                       min_s: float | None = None,  # each timing lasts at least this long (reps doubled until it does); default 0.1 s on a GPU
                       ) -> float:
     "FLOP/s of an `n` x `n` matmul in `precision` (or fp32, if faster) on `device`: this process's achievable peak."
     n = 4096 if device.type == "cuda" else n
+    min_s = (0.1 if device.type == "cuda" else 0.0) if min_s is None else min_s   # 4 products of 4096² take < 1 ms on an H100
+    def timed(a, b, reps: int) -> float:
+        if device.type == "cuda": torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(reps): a @ b
+        if device.type == "cuda": torch.cuda.synchronize()
+        return time.perf_counter() - t0
     best = 0.0
     for dtype in {precision: None, "fp32": None}:   # autocast may keep ops in fp32; emulated fp16 is slower than fp32
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
         a, b = (torch.randn(n, n).to(device, dtype) for _ in range(2))   # drawn on the CPU: `finish` forks only its RNG
         a @ b                                                            # warm-up (kernel choice, caches)
-        for _ in range(trials):
-            if device.type == "cuda": torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(reps): a @ b
-            if device.type == "cuda": torch.cuda.synchronize()
-            best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0))
+        r, dt = reps, timed(a, b, reps)                                  # warm-up too: the clocks rise from idle
+        while dt < min_s: r, dt = 2 * r, timed(a, b, 2 * r)              # long enough to measure, not a launch's latency
+        for _ in range(trials): best = max(best, 2 * n**3 * r / timed(a, b, r))
     return best

@@ -12,7 +12,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
                                                      set_model_state_dict, set_optimizer_state_dict)
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from .ddp import DistEnv
 from .model import unwrap
 
@@ -41,11 +41,16 @@ def transformer_blocks(model: nn.Module) -> list[nn.Module]:
 
 def shard_model(model: nn.Module,  # a plain transformers model, the same on every rank
                 env: DistEnv,      # every rank of the group must call this
+                precision: str = "fp32",  # the run's: fp16 or bf16 all-gather the weights in that type
                ) -> nn.Module:
     "FSDP2: `fully_shard` each transformer block, then the whole model (embeddings, head), over all ranks."
     mesh = init_device_mesh(env.device.type, (env.world_size,))
-    for block in transformer_blocks(model): fully_shard(block, mesh=mesh)
-    fully_shard(model, mesh=mesh)   # the root: what is left (embeddings, classifier), and the schedule of the units
+    half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+    # fp32 shards (the optimizer's master weights), gathered in the half type the forward computes in (half the
+    # traffic); gradients reduce-scattered in fp32 (summing N ranks' fp16 gradients loses precision)
+    mp = MixedPrecisionPolicy(param_dtype=half, reduce_dtype=torch.float32) if half else MixedPrecisionPolicy()
+    for block in transformer_blocks(model): fully_shard(block, mesh=mesh, mp_policy=mp)
+    fully_shard(model, mesh=mesh, mp_policy=mp)   # the root: what is left (embeddings, classifier), and the schedule of the units
     return model
 
 # %% ../nbs/04b_fsdp.ipynb #15552684
@@ -64,9 +69,9 @@ def load_sharded(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer)
 class FSDPStrategy:
     "Fully sharded data parallel (FSDP2): each rank holds 1/N of every weight, gradient and optimizer state."
     name, sharded = "fsdp", True
-    def place(self, model: nn.Module, env: DistEnv) -> nn.Module:
-        "Shard the model over all ranks (`fully_shard` moves only this rank's shards to its device)."
-        return shard_model(model, env)
+    def place(self, model: nn.Module, env: DistEnv, precision: str = "fp32") -> nn.Module:
+        "Shard the model over all ranks (`fully_shard` moves only this rank's shards to its device), gathered in `precision`'s type."
+        return shard_model(model, env, precision)
     def wrap(self, model: nn.Module, env: DistEnv) -> nn.Module:
         "Nothing more: sharding already made the model talk to the other ranks."
         return model

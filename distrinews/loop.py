@@ -17,7 +17,7 @@ from .config import Config, DistrinewsError, LABELS
 from .data import DataError, LengthGroupedBatchSampler, check_split, load_source, make_collator, tokenize, train_val_split
 from .ddp import (DistEnv, all_reduce_max, all_reduce_mean, all_reduce_sum, barrier, choose_precision, classification_metrics,
                   describe_hardware, gather_eval, local_state_bytes, main_process_first, measure_peak_flops, peak_mem_mb,
-                  rank_print, seed_everything, train_flops_per_token)
+                  rank_print, seed_everything, set_tf32, train_flops_per_token)
 from .model import apply_options, load_model, save_model, unwrap, write_model_card
 
 # %% auto #0
@@ -119,14 +119,14 @@ def micro_step(run: Run, b: dict, rows: int, sync: bool) -> None:
 # %% ../nbs/04_trainer.ipynb #9b032ea7
 def optimizer_step(model, opt, sched, scaler, max_grad_norm: float) -> bool:
     "Step 6: unscale, clip, step, update the scale, zero the gradients, schedule. False if fp16 overflow skipped it."
-    scale = scaler.get_scale()
+    scale = scaler._scale.clone() if scaler.is_enabled() else None        # on the device: no host-device sync here
     if max_grad_norm > 0:
         scaler.unscale_(opt)                                                # true gradients, before clipping
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
     scaler.step(opt)                                                        # skipped if a gradient is inf/nan
     scaler.update()                                                         # halves the scale after a skip
     opt.zero_grad(set_to_none=True)
-    stepped = scaler.get_scale() >= scale
+    stepped = scale is None or bool(scaler._scale >= scale)                 # fp16: the step's one read of the scale (one sync)
     if stepped: sched.step()                                                # the schedule counts real steps
     return stepped
 
@@ -393,12 +393,14 @@ def fit_batch_size(model,               # the model, not yet wrapped in DDP
     if probe is None:
         if env.device.type != "cuda": return bs, accum   # a CPU swaps instead of failing: nothing to probe
         probe = _probe
+    if env.device.type == "cuda": max_len = -(-max_len // 8) * 8   # `make_loader`'s collator pads to a multiple of 8 there
     per_device = bs * accum
     while all_reduce_mean(float(probe(model, bs, max_len, env, precision)), env.device) < 1.0:   # any rank failed
         if bs == 1: raise RuntimeError(f"batch_size: even 1 sequence of {max_len} tokens does not fit in GPU memory; lower max_length")
         bs, accum = backoff(bs, per_device)
         rank_print(f"out of memory at batch {bs * 2} x {max_len} tokens: per-device batch {bs} x grad_accum {accum}, "
                    f"global batch {bs * accum * env.world_size} (asked for {per_device * env.world_size})")
+    if env.device.type == "cuda": torch.cuda.reset_peak_memory_stats(env.device)   # peak_mem_mb: training's, not the probe's worst case
     return bs, accum
 
 # %% ../nbs/04_trainer.ipynb #b23ef2db
@@ -416,6 +418,7 @@ def start_run(cfg: Config, env: DistEnv,
              ) -> Run:
     "Step 1: the precision and why, the output folder; the run's first line says what runs where."
     run = Run(cfg, env, Path(cfg.output), strategy, *choose_precision(cfg.precision, env.device))
+    set_tf32(cfg.tf32, env.device)                # decided, not inherited from whatever ran before in this process
     run.out.mkdir(parents=True, exist_ok=True)
     rank_print(f"distrinews: {env.world_size} process(es) on {env.device.type} ({env.backend or 'no process group'}), "
                f"{strategy.name if env.distributed else 'one process'}, precision {run.precision} ({run.precision_reason}), "
@@ -441,7 +444,7 @@ def build_model_and_data(run: Run) -> None:
     seed_everything(cfg.seed)
     model, run.tok = load_model(cfg.model, dropout=cfg.dropout)
     train_ds, eval_ds = build_datasets(cfg, run.tok)
-    model = run.strategy.place(apply_options(model, cfg), env)   # DDP: the whole model on the device; FSDP: this rank's shards
+    model = run.strategy.place(apply_options(model, cfg), env, run.precision)   # DDP: the whole model on the device; FSDP: this rank's shards
     if run.saved.get("per_device_batch"): run.bs, run.accum = run.saved["per_device_batch"], run.saved["effective_grad_accum"]
     elif run.strategy.sharded: run.bs, run.accum = cfg.batch_size, cfg.grad_accum   # no probe: see the memory probe above
     else: run.bs, run.accum = fit_batch_size(model, cfg, env, max(train_ds["length"]), run.precision)
@@ -489,6 +492,7 @@ def finish(run: Run) -> dict:
         peak = all_reduce_sum(measure_peak_flops(env.device, run.precision))
     held = local_state_bytes(run.model, run.opt)   # weights + gradients + optimizer state on this rank
     summary = dict(preset=cfg.preset, world_size=env.world_size, device=env.device.type, hardware=describe_hardware(), precision=run.precision,
+                   tf32=cfg.tf32 and env.device.type == "cuda",
                    precision_reason=run.precision_reason, strategy=run.strategy.name if env.distributed else "single",
                    state_bytes_per_rank=all_reduce_max(float(held["total"])),
                    model=cfg.model, data=cfg.data, global_step=state.global_step, epochs_done=state.epoch,

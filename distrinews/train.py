@@ -4,7 +4,7 @@
 
 # %% ../nbs/04d_launch.ipynb #f8f562dc
 from __future__ import annotations
-import argparse, importlib, json, logging, os, shutil, sys, tempfile, time
+import argparse, gc, importlib, json, logging, os, shutil, sys, tempfile, time, traceback
 from pathlib import Path
 import torch
 from .config import Config, DistrinewsError, add_config_args, config_from_args, load_config
@@ -13,11 +13,12 @@ from .ddp import DistEnv, abort_distributed, cleanup_distributed, free_port, mai
 from .model import ModelError, load_model
 from .loop import (Callback, attach_callbacks, build_model_and_data, build_optimizer, evaluate, finish, fit,
                    make_loader, start_run)
-from .checkpoint import Checkpointer, check_output, check_rows, prepare_output, resume
+from .checkpoint import Checkpointer, check_disk_space, check_output, check_rows, prepare_output, resume
 
 # %% auto #0
-__all__ = ['STRATEGY_CLASSES', 'BROKEN_COLLECTIVE', 'make_strategy', 'train', 'tiny_checkpoint', 'RankFailed', 'launch_fn',
-           'launch', 'evaluate_checkpoint', 'preflight', 'run_train', 'check_checkpoint_dir', 'run_eval']
+__all__ = ['STRATEGY_CLASSES', 'BROKEN_COLLECTIVE', 'make_strategy', 'release_failed_run', 'train', 'tiny_checkpoint',
+           'RankFailed', 'launch_fn', 'launch', 'evaluate_checkpoint', 'preflight', 'run_train', 'check_checkpoint_dir',
+           'run_eval']
 
 # %% ../nbs/04d_launch.ipynb #f5b1ac5e
 STRATEGY_CLASSES = {"ddp": "distrinews.ddp:DDPStrategy",     # a strategy's name: the module and class that implement it
@@ -32,6 +33,25 @@ def make_strategy(cfg: Config, env: DistEnv):
     module, cls = STRATEGY_CLASSES[name].split(":")
     return getattr(importlib.import_module(module), cls)()
 
+# %% ../nbs/04d_launch.ipynb #253542ed
+def release_failed_run(e: BaseException) -> None:
+    "Drop what a failed run's error holds (its frames' locals: model, gradients, optimizer state; the errors it chains) and return cached GPU memory."
+    seen, ours = set(), str(Path(__file__).parent)
+    while e is not None and id(e) not in seen:    # `raise ... from None` keeps __context__: an OOM's frames, activations and all
+        seen.add(id(e))
+        tbs = list(traceback.walk_tb(e.__traceback__))
+        last = max((i for i, (f, _) in enumerate(tbs) if f.f_code.co_filename.startswith(ours)), default=len(tbs) - 1)
+        tb = e.__traceback__
+        for _ in range(last): tb = tb.tb_next
+        if tb is not None and tb.tb_next is not None:   # below distrinews' last frame, the libraries' (closures that hold the model)
+            below = "".join(traceback.format_list(traceback.extract_tb(tb.tb_next)))
+            if hasattr(e, "add_note"): e.add_note("the frames below, kept as text (their objects were freed):\n" + below.rstrip())
+            tb.tb_next = None
+        traceback.clear_frames(e.__traceback__)   # distrinews' own frames: their locals go, the lines stay for the traceback
+        e = e.__cause__ or e.__context__
+    gc.collect()                                  # modules, DDP's reducer and hooks hold cycles
+    if torch.cuda.is_initialized(): torch.cuda.empty_cache()
+
 # %% ../nbs/04d_launch.ipynb #fff5dbda
 def train(cfg: Config,                           # the run's configuration
           callbacks: list[Callback] | None = None,  # extra observers of the loop
@@ -43,14 +63,17 @@ def train(cfg: Config,                           # the run's configuration
         run = start_run(cfg, env, make_strategy(cfg, env))   # the precision, the output folder
         prepare_output(run)              # 04c: never overwrite unasked; the settings of the last/ to resume
         build_model_and_data(run)        # the model placed and wrapped by the strategy, the loaders
+        check_disk_space(run)            # 04c: the checkpoints fit at the output, or one line says what to do
         check_rows(run)                  # 04c: the rows of the last/ to resume
         build_optimizer(run)
         resume(run)                      # 04c: weights, optimizer, schedule, generators, counters from last/
         attach_callbacks(run, [Checkpointer(), *(callbacks or [])], progress)
         fit(run)
         summary = finish(run)
-    except BaseException:
+    except BaseException as e:
         abort_distributed()   # no barrier on the error path
+        run = None            # the failed run's model, gradients and optimizer state: not kept alive by this frame
+        release_failed_run(e)
         raise
     cleanup_distributed()
     return summary

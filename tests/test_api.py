@@ -276,6 +276,8 @@ def test_max_batch_is_the_forward_pass_size(ckpt):
 
     ldr.model = Recording()
     with TestClient(create_app(loader=ldr, max_batch=64)) as c:
+        assert [s[0] for s in shapes] == [1, 64]     # the warm-up at startup: one text, then a full batch
+        shapes.clear()
         r = c.post("/predict/batch", json={"texts": [HEADLINES[2]] * 64})
         assert r.status_code == 200 and c.get("/info").json()["batching"]["max_batch"] == 64
     assert [s[0] for s in shapes] == [64], shapes
@@ -515,6 +517,7 @@ def test_stopping_the_batcher_answers_queued_requests_503_not_500(loader):
     slow = SlowLoader(loader, delay=0.5)
     app = create_app(loader=slow, max_batch=1)
     with live_server(app) as (url, _):
+        slow.sizes.clear()                                 # the warm-up at startup: not a request
         async def load():
             async with httpx.AsyncClient(base_url=url, timeout=30) as c:
                 reqs = [asyncio.ensure_future(c.post("/predict", json={"text": f"{HEADLINES[i % 4]} {i}"})) for i in range(6)]

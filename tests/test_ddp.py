@@ -1,4 +1,5 @@
 """DDP utilities without a GPU: device binding with a faked GPU count, the fork guard, no collective on error paths."""
+import os, subprocess, sys
 import pytest
 import torch
 import torch.distributed as dist
@@ -55,9 +56,46 @@ def test_no_gpu_single_process_forms_no_group(fake_gpus):
 
 def test_check_can_fork_stops_with_the_fix_when_cuda_is_initialized(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
-    with pytest.raises(RuntimeError, match="restart the kernel and run the launch cell first"): check_can_fork()
+    with pytest.raises(RuntimeError, match="restart the kernel and run the launch cell first"): check_can_fork(2)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
-    check_can_fork()
+    check_can_fork(2)
+
+
+class _Shell:
+    "What `IPython.get_ipython()` returns in a notebook; its repr names its module (accelerate's Colab test reads it)."
+    def __init__(self, module): self.module = module
+    def __str__(self): return f"<{self.module}.Shell object>"
+
+
+@pytest.mark.parametrize("where,gpus,nproc,forks", [("google.colab._shell", 1, 2, False),   # Colab 1 GPU: runs in the kernel
+                                                    ("google.colab._shell", 1, 1, False),
+                                                    ("ipykernel.zmqshell", 2, 2, True),     # Kaggle 2xT4: forks
+                                                    ("ipykernel.zmqshell", 2, 1, False)])   # a launch of 1: no fork
+def test_check_can_fork_only_where_the_launcher_forks(monkeypatch, where, gpus, nproc, forks):
+    "Colab's second launch cell: the first launch ran in the kernel and initialized CUDA; the check must let it run."
+    IPython = pytest.importorskip("IPython")
+    for k in [k for k in os.environ if k.startswith("KAGGLE")]: monkeypatch.delenv(k)
+    monkeypatch.setattr(IPython, "get_ipython", lambda: _Shell(where))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)     # the first launch bound cuda:0 in the kernel
+    if forks:
+        with pytest.raises(RuntimeError, match="restart the kernel"): check_can_fork(nproc)
+    else: check_can_fork(nproc)
+
+
+def test_importing_every_module_leaves_cuda_uninitialized():
+    "An import that touches CUDA breaks every later fork (accelerate #3524): a fresh process imports every module."
+    code = """
+import importlib, pkgutil, torch
+inits = []
+torch.cuda._lazy_init = lambda: inits.append(1)     # every call that would create a CUDA context goes through it
+import distrinews
+for m in pkgutil.iter_modules(distrinews.__path__): importlib.import_module(f"distrinews.{m.name}")
+assert not inits and not torch.cuda.is_initialized(), f"importing distrinews touched CUDA ({len(inits)} calls)"
+print("ok", len(list(pkgutil.iter_modules(distrinews.__path__))))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stderr[-2000:]
 
 
 @pytest.mark.parametrize("gpus,nproc", [(0, 2), (1, 1), (2, 2), (4, 4)])

@@ -108,7 +108,7 @@ def test_benchmark_precisions_and_vendor_peak(machine):
     assert default_precisions(hw) == machine.bench_precisions
     assert default_world_sizes(hw) == ((1, machine.gpus) if machine.gpus > 1 else (1,) if machine.gpus else (1, 2))
     n = max(machine.gpus, 1)
-    assert vendor_peak_flops(hw, n) == (machine.vendor_tflops * 1e12 * n if machine.vendor_tflops else None)
+    assert vendor_peak_flops(hw, n, machine.precision) == (machine.vendor_tflops * 1e12 * n if machine.vendor_tflops else None)
     if machine.gpus:
         assert hw["name"] == machine.gpu_name and hw["capability"] == "{}.{}".format(*machine.capability)
         assert hardware_label(hw) == f"GPU: {machine.gpus} x {machine.gpu_name}"

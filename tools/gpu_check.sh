@@ -1,26 +1,45 @@
 #!/usr/bin/env bash
-# The GPU check: what CI (CPU only) cannot run, in one short offline script on a machine with an NVIDIA GPU.
+# The GPU check: what CI (CPU only) cannot run, in one short offline script on a machine with an NVIDIA GPU, from the
+# checkout (no install of distrinews, no `distrinews` command needed: `python -m distrinews.cli`).
 #
-#   bash tools/gpu_check.sh                 # on the GPU machine (about 5 minutes on one GPU; no network needed)
-#   bash tools/gpu_check.sh --cpu           # dry run on a CPU: the same steps, a tiny model, a few steps (CI runs it)
-#   bash tools/gpu_check.sh --out FILE      # where the JSON goes (default: benchmarks/results/gpu_check-<date>-<gpu>.json)
+#   bash tools/device_wheels.sh .whl                                       # here: the wheels that machine lacks (4 MiB)
+#   bash tools/gpu_check.sh --wheels .whl --out "$OUT/gpu_check.json"      # there (about 4 minutes on one H100)
+#   bash tools/gpu_check.sh --cpu --out FILE                               # dry run on a CPU: a tiny model, a few steps
 #
+# --wheels DIR installs DIR/*.whl with `pip install --no-index --no-deps --target` into a temporary folder put on
+# PYTHONPATH (the lent machine has no network, and no datasets, fastapi, uvicorn, pydantic or starlette).
 # Steps: the hardware as distrinews sees it; a random-initialised DistilBERT (built from its config, no download) trained
-# on synthetic news in fp16 and in bf16 for a few hundred steps, with MFU against the vendor's peak; the batch probe;
-# `distrinews doctor --json`; `distrinews serve --dtype auto` on the GPU under a short load. Everything lands in one JSON.
-# Needs distrinews installed (with fastapi, uvicorn, httpx, datasets) and the `distrinews` command on PATH.
+# on synthetic news in fp16 and in bf16, with MFU against the vendor's peak in that precision; the batch probe;
+# `doctor --json`; `serve --dtype auto` on the GPU (its output to a file, the process polled), warmed up, then >= 1,000
+# requests. Everything lands in one JSON, FILE.
 set -euo pipefail
-PY=${PYTHON:-$(command -v python3)}
-[ -n "${VIRTUAL_ENV:-}" ] && PY="$VIRTUAL_ENV/bin/python"
-command -v distrinews >/dev/null && PY=$(dirname "$(command -v distrinews)")/python
-exec "$PY" - "$@" <<'PY'
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PY=${PYTHON:-python3}                        # the lent machine: python3 is the one that holds torch
+args=(); WHEELS=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --wheels) [ $# -ge 2 ] || { echo "gpu_check: --wheels needs a folder" >&2; exit 2; }; WHEELS=$2; shift 2;;
+    *) args+=("$1"); shift;;
+  esac
+done
+SITE=""
+if [ -n "$WHEELS" ]; then
+  ls "$WHEELS"/*.whl >/dev/null 2>&1 || { echo "gpu_check: no wheels in $WHEELS (make them with tools/device_wheels.sh)" >&2; exit 2; }
+  SITE=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check-site-XXXXXX")
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --disable-pip-version-check --upgrade \
+    --target "$SITE" "$WHEELS"/*.whl
+fi
+# the checkout's distrinews first, then the wheels, then what the machine has (inherited by every child process)
+export PYTHONPATH="$ROOT${SITE:+:$SITE}${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+exec "$PY" - "${args[@]}" <<'PY'
 import argparse, asyncio, json, os, socket, subprocess, sys, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 
 ap = argparse.ArgumentParser(prog="tools/gpu_check.sh")
 ap.add_argument("--cpu", action="store_true", help="dry run on the CPU: tiny model, a few steps")
-ap.add_argument("--out", help="the JSON file to write")
+ap.add_argument("--out", required=True, help="the JSON file to write (on the lent machine: under $OUT)")
 ap.add_argument("--steps", type=int, default=None, help="training steps per precision (default 300 on a GPU, 6 on --cpu)")
 args = ap.parse_args(sys.argv[1:])
 os.environ.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", HF_HUB_DISABLE_PROGRESS_BARS="1")
@@ -32,10 +51,14 @@ from distrinews.cli import doctor_hardware
 from distrinews.ddp import describe_hardware
 gpu = not args.cpu
 if gpu and not torch.cuda.device_count(): sys.exit("gpu_check: no GPU here; run with --cpu for the dry run")
+import distrinews
 work = Path(tempfile.mkdtemp(prefix="gpu_check-"))
+out_file = Path(args.out).resolve()
+DN = [sys.executable, "-m", "distrinews.cli"]        # the checkout's code (PYTHONPATH), no `distrinews` command needed
 report = dict(check="gpu_check", cpu_dry_run=args.cpu, date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
               hardware=describe_hardware(), hardware_label=hardware_label(), doctor_hardware=doctor_hardware(),
-              torch=torch.__version__, cuda=torch.version.cuda)
+              torch=torch.__version__, cuda=torch.version.cuda, python=sys.version.split()[0],
+              distrinews_from=str(Path(distrinews.__file__).parent))
 print(f"gpu_check on {report['hardware_label']} ({'CPU dry run' if args.cpu else 'GPU'})", flush=True)
 
 def sh(*cmd, timeout=600, **kw) -> subprocess.CompletedProcess:
@@ -62,11 +85,11 @@ batch, length = (64, 128) if gpu else (8, 32)
 report["train"] = {}
 for precision in ("fp16", "bf16"):
     out = work/f"train-{precision}"
-    r = sh("distrinews", "train", "--model", str(model_dir), "--data", f"synthetic:{steps * batch + 200}", "--max-steps", str(steps),
+    r = sh(*DN, "train", "--model", str(model_dir), "--data", f"synthetic:{steps * batch + 200}", "--max-steps", str(steps),
            "--batch-size", str(batch), "--max-length", str(length), "--precision", precision, "--nproc", "1",
            "--eval-every", "0", "--output", str(out), "--overwrite")
     s = json.loads((out/"summary.json").read_text())
-    m = mfu(s, s["hardware"], 1)
+    m = mfu(s, s["hardware"], 1)                     # against the vendor's peak in this precision (s["precision"])
     report["train"][precision] = dict(steps=s["global_step"], samples_per_s=s["train_samples_per_s"], tokens_per_s=s["train_tokens_per_s"],
                                       precision=s["precision"], per_device_batch=s["per_device_batch"], peak_mem_mb=s["peak_mem_mb"],
                                       skipped_steps=s["skipped_steps"], eval_accuracy=s["eval"]["accuracy"], **m,
@@ -95,7 +118,7 @@ del model
 if gpu: torch.cuda.empty_cache()
 
 # 4. the doctor
-r = sh("distrinews", "doctor", "--json", timeout=300)
+r = sh(*DN, "doctor", "--json", timeout=300)
 text = r.stdout
 try: report["doctor"] = json.loads(text)
 except json.JSONDecodeError: report["doctor"] = json.loads(text[text.index("\n{") + 1:] if not text.startswith("{") else text)
@@ -104,24 +127,37 @@ print("doctor:", ", ".join(f"{c['name']} {'PASS' if c['ok'] else 'FAIL'}" for c 
 # 5. serving with --dtype auto on the GPU, under a short load
 import httpx
 with socket.socket() as s_: s_.bind(("127.0.0.1", 0)); port = s_.getsockname()[1]
-server = subprocess.Popen(["distrinews", "serve", "--checkpoint", str(work/"train-fp16"/"best"), "--dtype", "auto", "--port", str(port)],
-                          cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+serve_log = work/"serve.log"                       # a file, not a pipe: nobody reads a pipe, and a full one stalls the server
+with open(serve_log, "w") as log:
+    server = subprocess.Popen([*DN, "serve", "--checkpoint", str(work/"train-fp16"/"best"), "--dtype", "auto", "--port", str(port)],
+                              cwd=work, stdout=log, stderr=subprocess.STDOUT)
 url = f"http://127.0.0.1:{port}"
+def server_failed(why: str):
+    tail = serve_log.read_text()[-3000:] if serve_log.exists() else ""
+    sys.exit(f"gpu_check: {why}; the server's output ends with:\n{tail}")
 try:
-    for _ in range(600):
+    t_up = time.time()
+    while True:                                         # the process polled: a server that died is reported at once
+        if server.poll() is not None: server_failed(f"the server exited ({server.returncode}) before it was healthy")
+        if time.time() - t_up > 180: server_failed("the server was not healthy after 180 s")
         try:
             if httpx.get(url + "/health", timeout=1).status_code == 200: break
-        except httpx.TransportError: time.sleep(0.2)
-    else: sys.exit("gpu_check: the server never became healthy")
+        except httpx.TransportError: pass
+        time.sleep(0.2)
+    ready_s = time.time() - t_up
     info = httpx.get(url + "/info").json()
     from distrinews.data import synthetic_news
     texts = list(synthetic_news(256, seed=3)["text"])
-    n_req, clients = (2000, 32) if gpu else (60, 4)
+    n_req, clients = (2000, 32) if gpu else (1000, 4)
     from distrinews.servebench import _pct, drive     # the serving benchmark's closed-loop clients and quantiles
-    m = asyncio.run(drive(url, texts, clients, n_req))
+    warm = asyncio.run(drive(url, texts, clients, 4 * clients, max_seconds=120))   # warm-up: kernels, batch shapes, clocks
+    m = asyncio.run(drive(url, texts, clients, n_req, max_seconds=240))
+    if server.poll() is not None: server_failed(f"the server exited ({server.returncode}) under load")
     lat, errors, wall = m["latencies"], m["errors"], m["wall_s"]
     report["serve"] = dict(dtype_asked="auto", dtype=info.get("dtype"), device=info.get("device"), clients=clients, requests=n_req,
-                           rps=len(lat) / wall, p50_ms=1000 * _pct(lat, 0.5), p99_ms=1000 * _pct(lat, 0.99), errors=errors)
+                           answered=len(lat), rps=len(lat) / wall, p50_ms=1000 * _pct(lat, 0.5), p99_ms=1000 * _pct(lat, 0.99),
+                           errors=errors, warmup_requests=len(warm["latencies"]), warmup_errors=warm["errors"],
+                           ready_s=round(ready_s, 1), log_bytes=serve_log.stat().st_size)
     print(f"serve (auto -> {info.get('dtype')} on {info.get('device')}): {len(lat) / wall:.0f} req/s at {clients} clients, "
           f"p50 {report['serve']['p50_ms']:.1f} ms, errors {errors}", flush=True)
 finally:
@@ -136,13 +172,12 @@ report["checks"] = {
     "fp16 and bf16 ran as asked": [report["train"][p]["precision"] for p in ("fp16", "bf16")] == ["fp16", "bf16"],
     "probe found a batch": report["batch_probe"]["per_device_batch"] is not None,
     "doctor passed": all(c["ok"] for c in report["doctor"].get("checks", [])),
-    "served without errors": report["serve"]["errors"] == 0,
+    "served without errors": report["serve"]["errors"] == 0 and report["serve"]["answered"] >= 1000,
     "serve auto dtype": report["serve"]["dtype"] == (("bf16" if want_bf16 else "fp16") if gpu else report["serve"]["dtype"]),
-    "vendor peak known": (vendor_peak_flops(report["hardware"], 1) is not None) if gpu else True,
+    "vendor peak known": all(vendor_peak_flops(report["hardware"], 1, p) is not None for p in ("fp16", "bf16")) if gpu else True,
 }
 report["seconds"] = round(time.time() - t_start, 1)
-gpu_name = report["hardware"]["name"].replace(" ", "_") if gpu else "cpu-dry-run"
-out = Path(args.out) if args.out else Path("benchmarks/results")/f"gpu_check-{datetime.now(timezone.utc):%Y%m%d-%H%M}-{gpu_name}.json"
+out = out_file
 out.parent.mkdir(parents=True, exist_ok=True)
 out.write_text(json.dumps(report, indent=1, default=str) + "\n")
 bad = [k for k, ok in report["checks"].items() if not ok]
