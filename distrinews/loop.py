@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_trainer.ipynb #1005c3d0
 from __future__ import annotations
-import contextlib, json, math, os, shutil, sys, time, uuid
+import contextlib, json, math, multiprocessing, os, shutil, sys, time, uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 import torch
@@ -312,11 +312,8 @@ class TensorBoardLogger(Callback):
     def on_train_end(self, state, summary): self.w.close()
 
 def live_progress() -> bool:
-    """Whether a live bar can be shown: in a terminal, or in the notebook kernel's own process (a widget), unless tqdm is
-    switched off (`TQDM_DISABLE=1`). A rank that `notebook_launcher` forked from the kernel cannot send widget messages
-    (the kernel logs "attempted to send message from fork"), so there it is one text line per log event."""
-    import multiprocessing
-    if os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes"): return False
+    "A live bar: in a terminal or the kernel's own process, not in a rank forked from it (no widget can leave a fork)."
+    if os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes"): return False   # tqdm's own switch
     return sys.stderr.isatty() or ("ipykernel" in sys.modules and multiprocessing.parent_process() is None)
 
 class ProgressBar(Callback):
