@@ -12,11 +12,11 @@ from torch.distributed.tensor import DTensor
 from .config import DistrinewsError
 
 # %% auto #0
-__all__ = ['DEFAULT_TIMEOUT_S', 'DistEnv', 'collective_timeout', 'setup_distributed', 'cleanup_distributed', 'abort_distributed',
-           'get_rank', 'get_world_size', 'rank_print', 'all_reduce_mean', 'all_reduce_sum', 'all_reduce_max', 'barrier',
-           'main_process_first', 'seed_everything', 'check_can_fork', 'default_nproc', 'launched_processes',
-           'weights_checksum', 'plain_train_loop', 'gather_floats', 'ddp_train_loop', 'DDPStrategy', 'gather_eval',
-           'classification_metrics', 'describe_hardware', 'cpu_has_native_bf16', 'gpu_has_native_bf16',
+__all__ = ['DEFAULT_TIMEOUT_S', 'DistEnv', 'weights_checksum', 'plain_train_loop', 'gather_floats', 'ddp_train_loop',
+           'collective_timeout', 'setup_distributed', 'cleanup_distributed', 'get_rank', 'get_world_size', 'rank_print',
+           'check_can_fork', 'default_nproc', 'launched_processes', 'abort_distributed', 'all_reduce_mean',
+           'all_reduce_sum', 'all_reduce_max', 'barrier', 'main_process_first', 'seed_everything', 'DDPStrategy',
+           'gather_eval', 'classification_metrics', 'describe_hardware', 'cpu_has_native_bf16', 'gpu_has_native_bf16',
            'auto_precision', 'choose_precision', 'resolve_precision', 'set_tf32', 'free_port', 'peak_mem_mb',
            'local_state_bytes', 'non_embedding_params', 'train_flops_per_token', 'measure_peak_flops']
 
@@ -34,141 +34,6 @@ class DistEnv:
     def is_main(self) -> bool: return self.rank == 0
     @property
     def distributed(self) -> bool: return self.world_size > 1
-
-# %% ../nbs/03_ddp.ipynb #b354c059
-DEFAULT_TIMEOUT_S = 600   # a collective waits at most this long for the other ranks (torch's default: 1800)
-
-def collective_timeout(timeout_s: float | None = None) -> float:
-    "Seconds a collective may wait: `timeout_s`, else `$DISTRINEWS_TIMEOUT_S`, else `DEFAULT_TIMEOUT_S`; one line if bad."
-    raw = timeout_s if timeout_s is not None else os.environ.get("DISTRINEWS_TIMEOUT_S") or DEFAULT_TIMEOUT_S
-    try: t = float(raw)
-    except (TypeError, ValueError): t = float("nan")
-    if not t > 0: raise DistrinewsError(f"DISTRINEWS_TIMEOUT_S / timeout_s: expected a number of seconds > 0, got {raw!r}")
-    return t
-
-def setup_distributed(backend: str | None = None,  # default: nccl when each process has its own GPU, else gloo
-                      timeout_s: float | None = None,  # how long a collective may wait for the other ranks (see `collective_timeout`)
-                     ) -> DistEnv:
-    "Join the process group described by the launcher's environment (no-op for one process); bind the device."
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    local_world = os.environ.get("LOCAL_WORLD_SIZE")   # unset: trust LOCAL_RANK (WORLD_SIZE counts every node)
-    timeout = datetime.timedelta(seconds=collective_timeout(timeout_s))
-    n_gpus = torch.cuda.device_count()
-    fits = local_rank < n_gpus if local_world is None else int(local_world) <= n_gpus
-    if n_gpus and fits:                          # one GPU per process
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-        backend = backend or "nccl"
-    else:                                       # CPU, or more processes than GPUs (NCCL needs one GPU per rank)
-        procs = int(local_world or world)
-        if n_gpus and local_rank == 0:
-            print(f"{procs} processes but {n_gpus} GPU(s) here: NCCL needs one GPU per process, so they run on the CPU with gloo")
-        device, backend = torch.device("cpu"), backend or "gloo"
-        # N processes on one CPU share its cores: give each its share instead of N x all of them
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, procs)))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout)
-    return DistEnv(rank, world, local_rank, device, backend if world > 1 else None)
-
-def cleanup_distributed() -> None:
-    "Leave the process group after a barrier, so no rank exits while others still talk to it (the success path)."
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        # gloo's worker threads free the last collectives' tensors after the ranks have moved on, and freeing a
-        # tensor seen by Python needs the GIL. The group's destructor joins those threads while holding the GIL
-        # (here, or later when DDP's reducer lets go of the group): give them a moment without it, or both wait forever.
-        time.sleep(0.05)
-        dist.destroy_process_group()
-
-def abort_distributed() -> None:
-    "The error path: no collective (the other ranks may never reach it); abort NCCL's communicators, leave gloo to exit."
-    if not (dist.is_available() and dist.is_initialized()): return
-    if dist.get_backend() == "nccl":
-        try: dist.distributed_c10d._abort_process_group()   # frees the GPUs' pending collectives without waiting
-        except Exception: pass                              # already broken: the launcher ends the other ranks
-    # gloo: nothing to do. Destroying a gloo group while its worker thread still finishes a collective can deadlock
-    # (seen here: ~ProcessGroupGloo waits for a thread that waits for the GIL); the process's exit closes the
-    # sockets, and the peers' collectives then fail at once with "Connection closed by peer".
-
-# %% ../nbs/03_ddp.ipynb #322d5284
-def get_rank() -> int: return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-def get_world_size() -> int: return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-def rank_print(*args, all_ranks: bool = False, **kwargs) -> None:
-    "`print` on rank 0 only (or on every rank, prefixed `[rank r]`, with `all_ranks=True`)."
-    sep, end = kwargs.pop("sep", " "), kwargs.pop("end", "\n")
-    line = sep.join(map(str, args)) + end            # one write per line: `print` writes the text and the newline
-    if all_ranks: print(f"[rank {get_rank()}] " + line, end="", flush=True, **kwargs)   # separately, so two ranks'
-    elif get_rank() == 0: print(line, end="", flush=True, **kwargs)   # writes would interleave between them
-
-# %% ../nbs/03_ddp.ipynb #2781979f
-def all_reduce_mean(x: float | torch.Tensor, device: torch.device | None = None) -> float:
-    "The mean of scalar `x` over all ranks (just `x` for one process)."
-    one = get_world_size() == 1                      # nothing to reduce: stay on the CPU (no copy to the device and back)
-    t = torch.as_tensor(x, dtype=torch.float64, device=None if one else device or torch.device("cpu")).detach().clone()
-    if not one:
-        if dist.get_backend() == "nccl" and t.device.type != "cuda": t = t.cuda()
-        dist.all_reduce(t)
-        t /= get_world_size()
-    return t.item()
-
-def all_reduce_sum(x: float | torch.Tensor) -> float:
-    "The sum of scalar `x` over all ranks."
-    return all_reduce_mean(x) * get_world_size()
-
-def all_reduce_max(x: float | torch.Tensor) -> float:
-    "The maximum of scalar `x` over all ranks (a peak memory, say)."
-    t = torch.as_tensor(x, dtype=torch.float64).detach().clone()
-    if get_world_size() > 1:
-        if dist.get_backend() == "nccl": t = t.cuda()
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.item()
-
-def barrier() -> None:
-    if get_world_size() > 1: dist.barrier()
-
-@contextlib.contextmanager
-def main_process_first():
-    "Run the body on rank 0 first, then on the other ranks (which find rank 0's caches ready)."
-    if get_rank() != 0: barrier()
-    yield                                # an exception in the body propagates from here: no barrier on the error path
-    if get_rank() == 0: barrier()
-
-def seed_everything(seed: int) -> None:
-    "Seed Python's and torch's (CPU and CUDA) random generators."
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-# %% ../nbs/03_ddp.ipynb #d76fbe6e
-def _hello(out_dir: str) -> None:
-    "Join the group, all-reduce the ranks, record what this rank saw (the launcher demo)."
-    env = setup_distributed()
-    t = torch.tensor([float(env.rank)], device=env.device)
-    if env.distributed: dist.all_reduce(t)
-    rank_print(f"rank {env.rank}/{env.world_size} on {env.device} ({env.backend}): sum of ranks = {t.item():.0f}", all_ranks=True)
-    with open(os.path.join(out_dir, f"rank{env.rank}.json"), "w") as f:
-        json.dump(dict(rank=env.rank, world_size=env.world_size, backend=env.backend, sum=t.item()), f)
-    cleanup_distributed()
-
-# %% ../nbs/03_ddp.ipynb #50805959
-def check_can_fork(num_processes: int) -> None:
-    "Stop, with the fix, if a launch of `num_processes` will fork (see `launched_processes`) and this process already holds a CUDA context."
-    if launched_processes(num_processes) > 1 and torch.cuda.is_initialized():   # Colab runs the function here: no fork
-        raise RuntimeError("CUDA is already initialized in this notebook, so notebook_launcher cannot fork: "
-                           "restart the kernel and run the launch cell first")
-
-def default_nproc() -> int:
-    "One process per GPU, or 2 processes on a CPU-only machine (asks the driver; creates no CUDA context)."
-    return torch.cuda.device_count() or 2
-
-def launched_processes(num_processes: int) -> int:
-    "How many processes `notebook_launcher(fn, num_processes=...)` runs here: 1 on Colab with fewer than 2 GPUs, and for a launch of 1."
-    try: from IPython import get_ipython
-    except ImportError: return max(1, num_processes)
-    kaggle = any(k.startswith("KAGGLE") for k in os.environ)
-    colab = not kaggle and "google.colab" in str(get_ipython())     # accelerate's own test
-    return 1 if num_processes <= 1 or (colab and torch.cuda.device_count() < 2) else num_processes
 
 # %% ../nbs/03_ddp.ipynb #111aedaa
 def weights_checksum(model: torch.nn.Module) -> str:
@@ -249,6 +114,142 @@ def ddp_train_loop(out_dir: str, global_batch: int = 32, accum: int = 2, epochs:
     with open(os.path.join(out_dir, f"rank{env.rank}.json"), "w") as f:             # NEW: for the check after the launch
         json.dump(dict(rank=env.rank, world_size=env.world_size, losses=losses, log=log, weights=weights_checksum(model)), f)
     cleanup_distributed()                                    # NEW: leave the group
+
+# %% ../nbs/03_ddp.ipynb #b354c059
+DEFAULT_TIMEOUT_S = 600   # a collective waits at most this long for the other ranks (torch's default: 1800)
+
+def collective_timeout(timeout_s: float | None = None) -> float:
+    "Seconds a collective may wait: `timeout_s`, else `$DISTRINEWS_TIMEOUT_S`, else `DEFAULT_TIMEOUT_S`; one line if bad."
+    raw = timeout_s if timeout_s is not None else os.environ.get("DISTRINEWS_TIMEOUT_S") or DEFAULT_TIMEOUT_S
+    try: t = float(raw)
+    except (TypeError, ValueError): t = float("nan")
+    if not t > 0: raise DistrinewsError(f"DISTRINEWS_TIMEOUT_S / timeout_s: expected a number of seconds > 0, got {raw!r}")
+    return t
+
+def setup_distributed(backend: str | None = None,  # default: nccl when each process has its own GPU, else gloo
+                      timeout_s: float | None = None,  # how long a collective may wait for the other ranks (see `collective_timeout`)
+                     ) -> DistEnv:
+    "Join the process group described by the launcher's environment (no-op for one process); bind the device."
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_world = os.environ.get("LOCAL_WORLD_SIZE")   # unset: trust LOCAL_RANK (WORLD_SIZE counts every node)
+    timeout = datetime.timedelta(seconds=collective_timeout(timeout_s))
+    n_gpus = torch.cuda.device_count()
+    fits = local_rank < n_gpus if local_world is None else int(local_world) <= n_gpus
+    if n_gpus and fits:                          # one GPU per process
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = backend or "nccl"
+    else:                                       # CPU, or more processes than GPUs (NCCL needs one GPU per rank)
+        procs = int(local_world or world)
+        if n_gpus and local_rank == 0:
+            print(f"{procs} processes but {n_gpus} GPU(s) here: NCCL needs one GPU per process, so they run on the CPU with gloo")
+        device, backend = torch.device("cpu"), backend or "gloo"
+        # N processes on one CPU share its cores: give each its share instead of N x all of them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, procs)))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout)
+    return DistEnv(rank, world, local_rank, device, backend if world > 1 else None)
+
+def cleanup_distributed() -> None:
+    "Leave the process group after a barrier, so no rank exits while others still talk to it (the success path)."
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        # gloo's worker threads free the last collectives' tensors after the ranks have moved on, and freeing a
+        # tensor seen by Python needs the GIL. The group's destructor joins those threads while holding the GIL
+        # (here, or later when DDP's reducer lets go of the group): give them a moment without it, or both wait forever.
+        time.sleep(0.05)
+        dist.destroy_process_group()
+
+# %% ../nbs/03_ddp.ipynb #322d5284
+def get_rank() -> int: return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+def get_world_size() -> int: return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+def rank_print(*args, all_ranks: bool = False, **kwargs) -> None:
+    "`print` on rank 0 only (or on every rank, prefixed `[rank r]`, with `all_ranks=True`)."
+    sep, end = kwargs.pop("sep", " "), kwargs.pop("end", "\n")
+    line = sep.join(map(str, args)) + end            # one write per line: `print` writes the text and the newline
+    if all_ranks: print(f"[rank {get_rank()}] " + line, end="", flush=True, **kwargs)   # separately, so two ranks'
+    elif get_rank() == 0: print(line, end="", flush=True, **kwargs)   # writes would interleave between them
+
+# %% ../nbs/03_ddp.ipynb #50805959
+def check_can_fork(num_processes: int) -> None:
+    "Stop, with the fix, if a launch of `num_processes` will fork (see `launched_processes`) and this process already holds a CUDA context."
+    if launched_processes(num_processes) > 1 and torch.cuda.is_initialized():   # Colab runs the function here: no fork
+        raise RuntimeError("CUDA is already initialized in this notebook, so notebook_launcher cannot fork: "
+                           "restart the kernel and run the launch cell first")
+
+def default_nproc() -> int:
+    "One process per GPU, or 2 processes on a CPU-only machine (asks the driver; creates no CUDA context)."
+    return torch.cuda.device_count() or 2
+
+def launched_processes(num_processes: int) -> int:
+    "How many processes `notebook_launcher(fn, num_processes=...)` runs here: 1 on Colab with fewer than 2 GPUs, and for a launch of 1."
+    try: from IPython import get_ipython
+    except ImportError: return max(1, num_processes)
+    kaggle = any(k.startswith("KAGGLE") for k in os.environ)
+    colab = not kaggle and "google.colab" in str(get_ipython())     # accelerate's own test
+    return 1 if num_processes <= 1 or (colab and torch.cuda.device_count() < 2) else num_processes
+
+# %% ../nbs/03_ddp.ipynb #d76fbe6e
+def _hello(out_dir: str) -> None:
+    "Join the group, all-reduce the ranks, record what this rank saw (the launcher demo)."
+    env = setup_distributed()
+    t = torch.tensor([float(env.rank)], device=env.device)
+    if env.distributed: dist.all_reduce(t)
+    rank_print(f"rank {env.rank}/{env.world_size} on {env.device} ({env.backend}): sum of ranks = {t.item():.0f}", all_ranks=True)
+    with open(os.path.join(out_dir, f"rank{env.rank}.json"), "w") as f:
+        json.dump(dict(rank=env.rank, world_size=env.world_size, backend=env.backend, sum=t.item()), f)
+    cleanup_distributed()
+
+# %% ../nbs/03_ddp.ipynb #b354c059b
+def abort_distributed() -> None:
+    "The error path: no collective (the other ranks may never reach it); abort NCCL's communicators, leave gloo to exit."
+    if not (dist.is_available() and dist.is_initialized()): return
+    if dist.get_backend() == "nccl":
+        try: dist.distributed_c10d._abort_process_group()   # frees the GPUs' pending collectives without waiting
+        except Exception: pass                              # already broken: the launcher ends the other ranks
+    # gloo: nothing to do. Destroying a gloo group while its worker thread still finishes a collective can deadlock
+    # (seen here: ~ProcessGroupGloo waits for a thread that waits for the GIL); the process's exit closes the
+    # sockets, and the peers' collectives then fail at once with "Connection closed by peer".
+
+# %% ../nbs/03_ddp.ipynb #2781979f
+def all_reduce_mean(x: float | torch.Tensor, device: torch.device | None = None) -> float:
+    "The mean of scalar `x` over all ranks (just `x` for one process)."
+    one = get_world_size() == 1                      # nothing to reduce: stay on the CPU (no copy to the device and back)
+    t = torch.as_tensor(x, dtype=torch.float64, device=None if one else device or torch.device("cpu")).detach().clone()
+    if not one:
+        if dist.get_backend() == "nccl" and t.device.type != "cuda": t = t.cuda()
+        dist.all_reduce(t)
+        t /= get_world_size()
+    return t.item()
+
+def all_reduce_sum(x: float | torch.Tensor) -> float:
+    "The sum of scalar `x` over all ranks."
+    return all_reduce_mean(x) * get_world_size()
+
+def all_reduce_max(x: float | torch.Tensor) -> float:
+    "The maximum of scalar `x` over all ranks (a peak memory, say)."
+    t = torch.as_tensor(x, dtype=torch.float64).detach().clone()
+    if get_world_size() > 1:
+        if dist.get_backend() == "nccl": t = t.cuda()
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.item()
+
+def barrier() -> None:
+    if get_world_size() > 1: dist.barrier()
+
+@contextlib.contextmanager
+def main_process_first():
+    "Run the body on rank 0 first, then on the other ranks (which find rank 0's caches ready)."
+    if get_rank() != 0: barrier()
+    yield                                # an exception in the body propagates from here: no barrier on the error path
+    if get_rank() == 0: barrier()
+
+def seed_everything(seed: int) -> None:
+    "Seed Python's and torch's (CPU and CUDA) random generators."
+    random.seed(seed)
+    torch.manual_seed(seed)
 
 # %% ../nbs/03_ddp.ipynb #5c00ec93
 from pathlib import Path

@@ -55,7 +55,7 @@ class Run:
     cfg: Config
     env: DistEnv
     out: Path                                  # the output folder
-    strategy: object = None                    # how the model is spread over the ranks: DDPStrategy (03), FSDPStrategy (04b)
+    strategy: object = None                    # how the model is spread over the ranks: DDPStrategy (03), FSDPStrategy (04e)
     precision: str = "fp32"                    # resolved: fp32, fp16 or bf16
     precision_reason: str = ""                 # why that precision (auto's choice, or asked for)
     resume_from: Path | None = None            # `last/` to resume from, if any (chapter 04c)
@@ -411,7 +411,7 @@ def _optimizer(model, cfg: Config, env: DistEnv) -> torch.optim.Optimizer:
 
 # %% ../nbs/04_trainer.ipynb #457c0cbd
 def start_run(cfg: Config, env: DistEnv,
-              strategy,   # DDPStrategy (03) or FSDPStrategy (04b): chosen by the caller (04d's `make_strategy`)
+              strategy,   # DDPStrategy (03) or FSDPStrategy (04e): chosen by the caller (04d's `make_strategy`)
              ) -> Run:
     "Step 1: the precision and why, the output folder; the run's first line says what runs where."
     run = Run(cfg, env, Path(cfg.output), strategy, *choose_precision(cfg.precision, env.device))
