@@ -361,11 +361,11 @@ def backoff(bs: int, per_device: int) -> tuple[int, int]:
     return bs, math.ceil(per_device / bs)
 
 def _probe(model, bs: int, max_len: int, env: DistEnv, precision: str) -> bool:
-    "True if a training forward and backward of `bs` x `max_len` tokens fits, with room for the optimizer state and DDP buckets."
+    "True if a training forward and backward of `bs` x `max_len` tokens fits, with room for AdamW's two moments."
     was_training = model.training
     model.train()       # as in training: dropout masks, and gradient checkpointing (only active while training)
     try:
-        room = torch.empty(3 * local_state_bytes(model)["gradients"] // 4, dtype=torch.float32, device=env.device)   # grads + AdamW
+        room = torch.empty(2 * local_state_bytes(model)["gradients"] // 4, dtype=torch.float32, device=env.device)   # AdamW's 2 moments
         x = torch.ones(bs, max_len, dtype=torch.long, device=env.device)
         with autocast_for(precision, env.device):
             loss = model(input_ids=x, attention_mask=x, labels=torch.zeros(bs, dtype=torch.long, device=env.device)).loss

@@ -412,3 +412,19 @@ def test_metrics_after_kill_and_resume_have_increasing_steps_and_the_uninterrupt
         assert steps == sorted(set(steps)), f"{event} steps repeat or go back: {steps}"
     assert losses(out) == losses(uninterrupted)   # the first log after the resume averages the same steps (window saved)
     assert_same_weights(uninterrupted/"last", out/"last")
+
+
+def test_probe_reserves_adams_moments_not_a_copy_of_ddps_buckets(monkeypatch):
+    "With `gradient_as_bucket_view=True` the gradients live in DDP's buckets: the probe sets aside AdamW's 2 moments, not 3 copies."
+    from distrinews.ddp import DDPStrategy
+    import inspect
+    assert "gradient_as_bucket_view=True" in inspect.getsource(DDPStrategy.wrap)   # what the reserve relies on
+    model = load_model("tiny")[0]
+    sizes, real = [], torch.empty
+    def empty(*size, **kw):                   # record what the probe allocates (its first allocation is the reserve)
+        t = real(*size, **kw)
+        sizes.append(t.numel())
+        return t
+    monkeypatch.setattr(torch, "empty", empty)
+    assert L._probe(model, 2, 8, DistEnv(), "fp32")
+    assert sizes[0] == 2 * sum(p.numel() for p in model.parameters()), (sizes[0], sum(p.numel() for p in model.parameters()))
