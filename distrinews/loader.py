@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
-from .model import ModelError, check_not_sharded
+from .model import ModelError, check_not_sharded, load_trained
 
 # %% auto #0
 __all__ = ['PICKLE_SUFFIXES', 'DTYPES', 'CHARS_PER_TOKEN', 'check_checkpoint', 'available_cpus', 'cpu_threads', 'pick_device',
@@ -147,10 +147,7 @@ class ModelLoader:
         self.device = pick_device(device)
         self.dtype = resolve_dtype("int8" if quantize else dtype, self.device)
         self.threads = cpu_threads(threads) if self.device.type == "cpu" else None
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-            model = AutoModelForSequenceClassification.from_pretrained(self.path, use_safetensors=True)
-        except (OSError, ValueError) as e: raise ModelError(f"{self.path}: could not load the checkpoint: {e}") from None
+        model, self.tokenizer = load_trained(self.path)   # 02: sizes, header, vocabulary, every weight accounted for
         model.eval()
         cfg = model.config
         self.labels = tuple(cfg.id2label[i] for i in range(cfg.num_labels))

@@ -140,7 +140,7 @@ def evaluate_checkpoint(checkpoint: str,         # a model folder (OUT/best or O
     "Metrics (accuracy, precision, recall, macro_f1, loss, n, confusion) of `checkpoint` on the `data` source."
     env = setup_distributed()
     try:
-        model, tok = load_model(checkpoint)
+        model, tok = load_model(checkpoint, strict=True)   # a trained checkpoint: every weight accounted for
         model.to(env.device)
         with main_process_first(): ds = tokenize(load_source(data, "test", drop_invalid), tok, max_length)
         metrics = evaluate(model, make_loader(ds, tok, batch_size, env, shuffle=False), env)
@@ -184,7 +184,7 @@ def run_eval(args) -> int:
     check_checkpoint_dir(args.checkpoint)
     if "WORLD_SIZE" not in os.environ:
         load_source(args.data, "test", args.drop_invalid)
-        load_model(args.checkpoint)
+        load_model(args.checkpoint, strict=True)
     m = launch_fn(evaluate_checkpoint, (args.checkpoint, args.data, args.batch_size, args.max_length, args.drop_invalid), args.nproc)
     if int(os.environ.get("RANK", 0)) == 0: print(json.dumps(m))
     return 0
