@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from .config import Config, ConfigError, DistrinewsError
 from .ddp import DistEnv, barrier, rank_print
-from .loop import Callback, Run, TrainState, atomic_dir_write
+from .loop import Callback, Run, TrainState, atomic_dir_write, save_errors
 
 # %% auto #0
 __all__ = ['RESULTS', 'RESUME_SAFE', 'RESUME_FIELDS', 'check_output', 'resume_fields', 'settings_fingerprint', 'rows_digest',
@@ -121,7 +121,7 @@ def save_training_state(run: Run) -> None:
     if env.is_main:
         for stale in run.out.glob(".last.tmp-*"): shutil.rmtree(stale, ignore_errors=True)   # left by a kill
     barrier()
-    run.strategy.save(tmp, run.model, run.opt, run.tok, env)   # weights + optimizer: DDP on rank 0, FSDP each rank's shards
+    with save_errors(run.out/"last"): run.strategy.save(tmp, run.model, run.opt, run.tok, env)   # weights + optimizer: DDP on rank 0, FSDP each rank's shards
     barrier()
     def write(tmp: Path):
         torch.save({"scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(), "rng": [r for r, _ in ranks],

@@ -11,7 +11,7 @@ from .config import Config, DistrinewsError, add_config_args, config_from_args, 
 from .data import check_split, load_source, tokenize
 from .ddp import DistEnv, abort_distributed, cleanup_distributed, free_port, main_process_first, rank_print, setup_distributed
 from .model import ModelError, load_model
-from .loop import (Callback, attach_callbacks, build_model_and_data, build_optimizer, evaluate, finish, fit,
+from .loop import (Callback, attach_callbacks, build_model_and_data, build_optimizer, check_writable, evaluate, finish, fit,
                    make_loader, start_run)
 from .checkpoint import Checkpointer, check_output, check_rows, prepare_output, resume
 
@@ -154,6 +154,7 @@ def evaluate_checkpoint(checkpoint: str,         # a model folder (OUT/best or O
 def preflight(cfg: Config) -> None:
     "Check, before any process starts, the output folder, that the data loads and splits, and that the model loads."
     check_output(cfg)
+    check_writable(Path(cfg.output))   # a read-only --output: one line before any process starts
     train_ds = load_source(cfg.data, "train", cfg.drop_invalid, seed=cfg.seed)
     if cfg.eval_data: load_source(cfg.eval_data, "test", cfg.drop_invalid, seed=cfg.seed)
     else: check_split(list(train_ds["label"]), cfg.val_fraction, cfg.data)
