@@ -177,7 +177,7 @@ DISK_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quot
 DISK_MESSAGES = {"No space left": "no space left on device", "StorageFull": "no space left on device",
                  "Disk quota": "disk quota exceeded", "Read-only file system": "read-only file system",
                  "ReadOnlyFilesystem": "read-only file system"}
-TORCH_WRITE_FAILED = ("file write failed", "inline_container.cc")   # torch's writer says neither errno nor "disk"
+TORCH_WRITE_FAILED = ("file write failed", "inline_container.cc", "iostream error")   # torch's writer says neither errno nor "disk"
 LOW_SPACE = 64 * 2**20   # bytes: under this, a failed torch write is taken for a full disk
 
 class DiskError(DistrinewsError):
