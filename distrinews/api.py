@@ -18,11 +18,12 @@ from .loader import ModelLoader, check_checkpoint, pick_device
 from .model import ModelError
 
 # %% auto #0
-__all__ = ['MAX_TEXTS', 'MAX_CHARS', 'MAX_BODY', 'BODY_TIMEOUT_S', 'QUEUE_SIZE', 'QUEUE_TEXTS', 'MAX_CONNECTIONS', 'APIError',
-           'ClientGone', 'read_json', 'PredictRequest', 'BatchRequest', 'Prediction', 'BatchResponse', 'parse_body',
-           'check_request_texts', 'Overloaded', 'ShuttingDown', 'Job', 'MicroBatcher', 'render_page', 'wait_for_answer',
-           'service_info', 'create_app', 'add_info_routes', 'add_predict_routes', 'add_error_handlers', 'check_port',
-           'graceful_server', 'run_serve', 'NaiveRequest', 'naive_app']
+__all__ = ['MAX_TEXTS', 'MAX_CHARS', 'MAX_BODY', 'BODY_TIMEOUT_S', 'QUEUE_SIZE', 'QUEUE_TEXTS', 'MAX_CONNECTIONS',
+           'HEADER_TIMEOUT_S', 'LOG_LEVELS', 'APIError', 'ClientGone', 'read_json', 'PredictRequest', 'BatchRequest',
+           'Prediction', 'BatchResponse', 'parse_body', 'check_request_texts', 'Overloaded', 'ShuttingDown', 'Job',
+           'MicroBatcher', 'render_page', 'wait_for_answer', 'service_info', 'create_app', 'add_info_routes',
+           'add_predict_routes', 'add_error_handlers', 'check_port', 'graceful_server', 'run_serve', 'header_deadline',
+           'check_serve_args', 'listen_socket', 'NaiveRequest', 'naive_app']
 
 # %% ../nbs/06_api.ipynb #cceed7c8
 MAX_TEXTS = 64          # texts in one /predict/batch request (more: 413)
@@ -443,7 +444,8 @@ def run_serve(args) -> int:
     opt = lambda name, default=None: getattr(args, name, default)    # works whichever parser defined the flags
     host, port = opt("host", "127.0.0.1"), opt("port", 8000)
     try:
-        check_port(host, port)
+        check_serve_args(args)          # every flag, before anything is loaded
+        sock = listen_socket(host, port)   # bound before the model loads: a busy port fails at once
         dtype = "int8" if opt("int8", False) else opt("dtype", "auto")
         loader = ModelLoader(args.checkpoint, max_length=opt("max_length", 128), dtype=dtype, threads=opt("threads"))
         app = create_app(loader=loader, max_batch=opt("max_batch", 32), max_wait_ms=opt("max_wait_ms", 5.0),
@@ -451,12 +453,70 @@ def run_serve(args) -> int:
                          max_texts=opt("max_texts", MAX_TEXTS), max_chars=opt("max_chars", MAX_CHARS),
                          body_timeout_s=opt("body_timeout", BODY_TIMEOUT_S))
     except (ModelError, ValueError) as e:
+        if "sock" in locals(): sock.close()
         print(f"distrinews serve: error: {e}", file=sys.stderr)
         return 2
     print(f"serving {loader} on http://{host}:{port}", file=sys.stderr)
-    graceful_server(app, host=host, port=port, log_level=opt("log_level", "info"),
-                    limit_concurrency=opt("max_connections", MAX_CONNECTIONS)).run()
+    deadline = opt("header_timeout") or HEADER_TIMEOUT_S
+    graceful_server(app, host=host, port=port, log_level=str(opt("log_level", "info")).lower(),
+                    limit_concurrency=opt("max_connections", MAX_CONNECTIONS), timeout_keep_alive=deadline,
+                    http=header_deadline(deadline)).run(sockets=[sock])
     return 0
+
+# %% ../nbs/06_api.ipynb #e4dde236
+HEADER_TIMEOUT_S = 5.0   # seconds a connection may stay open without a request under way (headers not in yet, or idle)
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+def header_deadline(timeout_s: float = HEADER_TIMEOUT_S) -> type:
+    "uvicorn's HTTP protocol class, closing each connection that has no request under way `timeout_s` s after it opened or was last answered."
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+    class HeaderDeadline(AutoHTTPProtocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._deadline = self.loop.call_later(timeout_s, self._headers_due)
+        def on_response_complete(self):
+            super().on_response_complete()
+            self._deadline.cancel()                 # keep-alive: the next request's headers are due in timeout_s
+            self._deadline = self.loop.call_later(timeout_s, self._headers_due)
+        def _headers_due(self):
+            if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+                self.transport.close()              # no request under way: the headers never came
+        def connection_lost(self, exc):
+            self._deadline.cancel()
+            super().connection_lost(exc)
+    return HeaderDeadline
+
+def check_serve_args(args) -> None:
+    "A `ValueError` naming the first `distrinews serve` flag out of range, before anything is loaded."
+    opt = lambda name, default=None: getattr(args, name, default)
+    def need(ok: bool, flag: str, what: str, value):
+        if not ok: raise ValueError(f"--{flag}: {what}, got {value!r}")
+    for name in ("max_batch", "queue_size", "queue_texts", "max_texts", "max_chars", "max_connections"):
+        v = opt(name)
+        need(v is None or v >= 1, name.replace("_", "-"), "must be >= 1", v)
+    need(opt("threads") is None or opt("threads") >= 1, "threads", "must be >= 1 (or left out: the cores available)", opt("threads"))
+    need(opt("max_wait_ms") is None or opt("max_wait_ms") >= 0, "max-wait-ms", "must be >= 0", opt("max_wait_ms"))
+    for name in ("body_timeout", "header_timeout"):
+        need(opt(name) is None or opt(name) > 0, name.replace("_", "-"), "must be > 0 seconds", opt(name))
+    need(opt("max_length") is None or 8 <= opt("max_length") <= 8192, "max-length", "must be in [8, 8192]", opt("max_length"))
+    level = opt("log_level", "info")
+    need(str(level).lower() in LOG_LEVELS, "log-level", f"must be one of {', '.join(LOG_LEVELS)}", level)
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    "A socket bound to `host:port` and listening (uvicorn serves on it), or a `ValueError` naming the port (`check_port`)."
+    check_port(host, port)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((host, port))
+        s.listen(2048)
+    except OSError as e:
+        s.close()
+        raise ValueError(f"--port: {host}:{port} is already in use" if e.errno == errno.EADDRINUSE else f"--host/--port: {e}") from None
+    s.set_inheritable(True)
+    return s
+
 
 # %% ../nbs/06_api.ipynb #04b8dfa6
 class NaiveRequest(BaseModel):

@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # %% ../nbs/08_cli.ipynb #73fdece1
 DTYPES = ("auto", "fp32", "bf16", "fp16", "int8")   # = distrinews.loader.DTYPES
 SERVE_DEFAULTS = dict(queue_size=256, queue_texts=1024, max_texts=64, max_chars=10_000, body_timeout=10.0,
-                      max_connections=512)         # = the constants of distrinews.api
+                      max_connections=512, header_timeout=5.0)         # = the constants of distrinews.api
 DTYPE_HELP = "auto (bf16 where the CPU/GPU computes it natively, else fp32; fp16 on older GPUs), fp32, bf16, fp16 or int8"
 
 def add_train_args(p: argparse.ArgumentParser):
@@ -78,6 +78,8 @@ def add_serve_args(p: argparse.ArgumentParser):
                    help=f"seconds to receive a request body, then 408 (default: {d['body_timeout']:g})")
     p.add_argument("--max-connections", type=int, default=d["max_connections"],
                    help=f"open connections at once, more get 503 (default: {d['max_connections']})")
+    p.add_argument("--header-timeout", type=float, default=d["header_timeout"],
+                   help=f"seconds a connection may stay open without sending a whole request, then closed (default: {d['header_timeout']:g})")
     p.add_argument("--log-level", default="info", help="uvicorn log level (default: info)")
 
 def add_bench_args(p: argparse.ArgumentParser):
@@ -422,6 +424,7 @@ def run_doctor(args) -> int:
     import json, tempfile
     timeout = getattr(args, "timeout", DOCTOR_TIMEOUT_S)
     if not timeout > 0: raise DistrinewsError(f"--timeout: must be > 0 seconds, got {timeout:g}")
+    if args.nproc is not None and args.nproc < 1: raise DistrinewsError(f"--nproc: must be >= 1, got {args.nproc}")
     # with --json, standard output is the report and nothing else: the ranks' logs go to stderr
     with stdout_to_stderr() if args.json else contextlib.nullcontext():
         report = dict(versions=doctor_versions(), hardware=doctor_hardware(), environment=doctor_environment())
