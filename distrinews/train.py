@@ -90,9 +90,20 @@ def _run_rank(fn, err_dir: str, *args):
         Path(err_dir, f"rank{rank}.json").write_text(json.dumps(rec))
         raise
 
-def _failure_message(err_dir: str) -> str:
+def _failure_message(err_dir: str,
+                     failures: dict | None = None,   # rank -> torch elastic's `ProcessFailure` (exit code, signal)
+                    ) -> str:
     "One line from the ranks' error records: the rank whose error caused the failure, and that error."
     recs = [json.loads(p.read_text()) for p in Path(err_dir).glob("rank*.json")]
+    recorded = {r["rank"] for r in recs}
+    # a rank ended by a signal (kill -9, the out-of-memory killer) records nothing: its peers' errors ("Connection
+    # reset by peer") are consequences, so it is the one to name
+    killed = sorted((f.timestamp, rank) for rank, f in (failures or {}).items() if f.exitcode < 0 and rank not in recorded)
+    if killed:
+        rank = killed[0][1]
+        f = failures[rank]
+        return (f"rank {rank} died first: killed by signal {f.signal_name()} (pid {f.pid}), without a Python error (out of "
+                f"memory? killed from outside?); the other ranks stopped because it did")
     def consequence(r):   # a rank whose collective broke (or that was stopped) because a peer failed
         return r["type"] in ("SignalException", "KeyboardInterrupt") or any(x in r["message"] for x in BROKEN_COLLECTIVE)
     if not recs: return "a process failed without recording an error (killed? out of memory?)"
@@ -118,7 +129,7 @@ def launch_fn(fn,           # a module-level function (spawned processes import 
     try:
         with tempfile.TemporaryDirectory() as err_dir:
             try: return elastic_launch(conf, _run_rank)(fn, err_dir, *args)[0]
-            except ChildFailedError: raise RankFailed(_failure_message(err_dir)) from None
+            except ChildFailedError as e: raise RankFailed(_failure_message(err_dir, e.failures)) from None
     finally:
         for q, level in zip(quiet, levels): q.setLevel(level)
 
