@@ -14,11 +14,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from starlette.requests import ClientDisconnect
 import distrinews
-from .loader import ModelLoader, check_checkpoint, pick_device
+from .loader import ModelLoader, check_checkpoint, has_visible_text, pick_device
 from .model import ModelError
 
 # %% auto #0
-__all__ = ['MAX_TEXTS', 'MAX_CHARS', 'MAX_BODY', 'BODY_TIMEOUT_S', 'QUEUE_SIZE', 'QUEUE_TEXTS', 'MAX_CONNECTIONS',
+__all__ = ['MAX_TEXTS', 'MAX_CHARS', 'MAX_BODY', 'BODY_TIMEOUT_S', 'QUEUE_SIZE', 'QUEUE_TEXTS', 'MAX_CONNECTIONS', 'PAGE_HEADERS',
            'HEADER_TIMEOUT_S', 'LOG_LEVELS', 'APIError', 'ClientGone', 'read_json', 'PredictRequest', 'BatchRequest',
            'Prediction', 'BatchResponse', 'parse_body', 'check_request_texts', 'Overloaded', 'ShuttingDown', 'Job',
            'MicroBatcher', 'render_page', 'wait_for_answer', 'service_info', 'create_app', 'add_info_routes',
@@ -33,6 +33,11 @@ BODY_TIMEOUT_S = 10.0   # seconds to receive a whole request body (slower: 408)
 QUEUE_SIZE = 256        # requests waiting for the model (more: 503 with Retry-After)
 QUEUE_TEXTS = 1024      # texts waiting for the model, all requests together (more: 503 with Retry-After)
 MAX_CONNECTIONS = 512   # open connections uvicorn accepts at once (more: 503)
+PAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "SAMEORIGIN", "Referrer-Policy": "no-referrer",
+                # the page's own inline script and style only; framed by itself or by a Hugging Face Space page
+                "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+                                           "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+                                           "form-action 'self'; frame-ancestors 'self' https://huggingface.co"}
 
 class APIError(Exception):
     "An answer with a 4xx/5xx status and a `detail` message that names the problem."
@@ -116,6 +121,7 @@ def check_request_texts(texts: Sequence[str],          # the texts of one reques
     "Raise an `APIError` naming the first text that is blank (422), too long (413) or not valid Unicode (422)."
     for t, name in zip(texts, names):
         if not t.strip(): raise APIError(422, f"{name}: empty or whitespace-only text, nothing to classify")
+        if not has_visible_text(t): raise APIError(422, f"{name}: only invisible or control characters, nothing to classify")
         if len(t) > max_chars: raise APIError(413, f"{name}: {len(t)} characters, over the limit of {max_chars}")
         try: t.encode("utf-8")
         except UnicodeEncodeError: raise APIError(422, f"{name}: not valid Unicode (a lone surrogate such as \\ud800)") from None
@@ -373,7 +379,7 @@ def add_info_routes(app: FastAPI,   # the service
         return info
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index(): return page
+    async def index(): return HTMLResponse(page, headers=PAGE_HEADERS)   # no sniffing, no framing but the Hub's, no foreign code
 
 def add_predict_routes(app: FastAPI, limits: dict) -> None:
     "`POST /predict` and `POST /predict/batch`, checked against `limits` and answered through the app's batcher."
