@@ -4,7 +4,7 @@
 
 # %% ../nbs/04c_checkpoint.ipynb #850f97e5
 from __future__ import annotations
-import hashlib, json, random, shutil
+import hashlib, json, random, shutil, time
 from dataclasses import asdict, fields
 from pathlib import Path
 import pyarrow.compute as pc
@@ -110,13 +110,16 @@ def _set_rng_state(s: dict) -> None:
 def save_training_state(run: Run) -> None:
     "Write `out/last/` atomically with everything needed to resume exactly; all ranks must call it."
     env = run.env
-    mine = (_rng_state(), run.meter["loss_sum"].cpu())   # this rank's generators and running loss since the last log
+    mine = (_rng_state(), run.meter["loss_sum"].cpu(),   # this rank's generators and running loss since the last log
+            (int(run.meter["samples"]), float(run.meter["tokens"])))   # and what it trained on so far (for the summary)
     ranks = [None] * env.world_size
     if env.distributed: dist.all_gather_object(ranks, mine)
     else: ranks = [mine]
     meta = {**asdict(run.state), "world_size": env.world_size, "precision": run.precision, "sharded": run.strategy.sharded,
             "per_device_batch": run.bs, "effective_grad_accum": run.accum, "fingerprint": run.fingerprint,
-            "config": asdict(run.cfg)}
+            "config": asdict(run.cfg),
+            "progress": {"train_s": run.meter["train_time"], "wall_s": time.perf_counter() - run.t_start,   # a resumed run's
+                         "samples": sum(r[2][0] for r in ranks), "tokens": sum(r[2][1] for r in ranks)}}  # summary counts all
     tmp = run.out/f".last.tmp-step{run.state.global_step}"
     if env.is_main:
         for stale in run.out.glob(".last.tmp-*"): shutil.rmtree(stale, ignore_errors=True)   # left by a kill
@@ -124,8 +127,8 @@ def save_training_state(run: Run) -> None:
     with save_errors(run.out/"last"): run.strategy.save(tmp, run.model, run.opt, run.tok, env)   # weights + optimizer: DDP on rank 0, FSDP each rank's shards
     barrier()
     def write(tmp: Path):
-        torch.save({"scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(), "rng": [r for r, _ in ranks],
-                    "loss_sum": [l for _, l in ranks], "loss_n": run.meter["loss_n"]}, tmp/"state.pt")
+        torch.save({"scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(), "rng": [r[0] for r in ranks],
+                    "loss_sum": [r[1] for r in ranks], "loss_n": run.meter["loss_n"]}, tmp/"state.pt")
         (tmp/"trainer_state.json").write_text(json.dumps(meta, indent=1))
     if env.is_main: atomic_dir_write(run.out/"last", write, tmp)
     barrier()
@@ -140,6 +143,11 @@ def load_training_state(run: Run) -> TrainState:
     _set_rng_state(st["rng"][env.rank])
     if "loss_sum" in st:   # `fit` continues this window (checkpoints from before it was saved start an empty one)
         run.meter = dict(loss_sum=st["loss_sum"][env.rank].to(env.device), loss_n=st["loss_n"])
+    p = run.saved.get("progress")
+    if p:   # the summary covers the whole run, not only the resumed part: rank 0 carries the totals (they are summed over ranks)
+        run.meter.update(train_time=p["train_s"], samples=p["samples"] if env.is_main else 0,
+                         tokens=torch.tensor(float(p["tokens"]) if env.is_main else 0.0, device=env.device))
+        run.t_start -= p["wall_s"]
     return TrainState(**{k: v for k, v in run.saved.items() if k in TrainState.__dataclass_fields__})
 
 # %% ../nbs/04c_checkpoint.ipynb #34f62383

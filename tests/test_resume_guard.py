@@ -80,3 +80,15 @@ def test_every_config_field_is_fingerprinted_or_listed_as_safe():
         new_knob: int = 3                      # a field added later, listed nowhere: fingerprinted
     fp = settings_fingerprint(Later(), DistEnv(), "fp32")
     assert fp["new_knob"] == 3 and not set(RESUME_SAFE) & set(fp) - {"precision"}
+
+
+def test_a_resumed_runs_summary_covers_the_whole_run(run_dir, tmp_path):
+    out = tmp_path / "o"
+    shutil.copytree(run_dir, out)
+    first = json.loads((out / "summary.json").read_text())
+    s = T.train(load_config("quick", **BASE, output=str(out), resume=True), progress=False)   # nothing left to do
+    assert s["global_step"] == first["global_step"] == 4
+    # before: 0.0 samples/s over 0 s (only the resumed part), and the model card took it
+    assert s["train_samples_per_s"] == pytest.approx(first["train_samples_per_s"], rel=1e-6)
+    assert s["train_s"] == pytest.approx(first["train_s"]) and s["wall_s"] >= first["train_s"]
+    assert f"{first['train_s']:.1f}" and "| wall time | 0.0 s |" not in (out / "best" / "README.md").read_text()
