@@ -19,11 +19,11 @@ from .model import ModelError
 
 # %% auto #0
 __all__ = ['MAX_TEXTS', 'MAX_CHARS', 'MAX_BODY', 'BODY_TIMEOUT_S', 'QUEUE_SIZE', 'QUEUE_TEXTS', 'MAX_CONNECTIONS', 'PAGE_HEADERS',
-           'HEADER_TIMEOUT_S', 'LOG_LEVELS', 'APIError', 'ClientGone', 'read_json', 'PredictRequest', 'BatchRequest',
-           'Prediction', 'BatchResponse', 'parse_body', 'check_request_texts', 'Overloaded', 'ShuttingDown', 'Job',
-           'MicroBatcher', 'render_page', 'wait_for_answer', 'service_info', 'create_app', 'add_info_routes',
-           'add_predict_routes', 'add_error_handlers', 'check_port', 'graceful_server', 'run_serve', 'header_deadline',
-           'check_serve_args', 'listen_socket', 'NaiveRequest', 'naive_app']
+           'HEADER_TIMEOUT_S', 'APIError', 'ClientGone', 'read_json', 'PredictRequest', 'BatchRequest', 'Prediction',
+           'BatchResponse', 'parse_body', 'check_request_texts', 'Overloaded', 'ShuttingDown', 'Job', 'MicroBatcher',
+           'render_page', 'wait_for_answer', 'service_info', 'create_app', 'add_info_routes', 'add_predict_routes',
+           'add_error_handlers', 'check_port', 'graceful_server', 'run_serve', 'header_deadline', 'NaiveRequest',
+           'naive_app']
 
 # %% ../nbs/06_api.ipynb #cceed7c8
 MAX_TEXTS = 64          # texts in one /predict/batch request (more: 413)
@@ -33,11 +33,9 @@ BODY_TIMEOUT_S = 10.0   # seconds to receive a whole request body (slower: 408)
 QUEUE_SIZE = 256        # requests waiting for the model (more: 503 with Retry-After)
 QUEUE_TEXTS = 1024      # texts waiting for the model, all requests together (more: 503 with Retry-After)
 MAX_CONNECTIONS = 512   # open connections uvicorn accepts at once (more: 503)
-PAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "SAMEORIGIN", "Referrer-Policy": "no-referrer",
-                # the page's own inline script and style only; framed by itself or by a Hugging Face Space page
-                "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-                                           "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-                                           "form-action 'self'; frame-ancestors 'self' https://huggingface.co"}
+PAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "SAMEORIGIN", "Content-Security-Policy":   # the page's own
+                "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; object-src 'none'; "
+                "base-uri 'none'; frame-ancestors 'self' https://huggingface.co"}   # inline code only; framed by a Space page
 
 class APIError(Exception):
     "An answer with a 4xx/5xx status and a `detail` message that names the problem."
@@ -423,16 +421,18 @@ def add_error_handlers(app: FastAPI) -> None:
         return Response(status_code=499)    # nginx's "client closed request"; the client is not there to read it
 
 # %% ../nbs/06_api.ipynb #324bf366
-def check_port(host: str, port: int) -> None:
-    "A `ValueError` naming `port` if it is outside 1..65535 or cannot be listened on at `host` (already in use)."
+def check_port(host: str, port: int, listen: bool = False) -> socket.socket | None:
+    "A `ValueError` naming `port` if it is outside 1..65535 or cannot be listened on at `host`; with `listen`, the listening socket."
     if not 1 <= port <= 65535: raise ValueError(f"--port: must be in 1..65535, got {port}")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)    # as uvicorn does: a port in TIME_WAIT is free
-        try: s.bind((host, port))
-        except OSError as e:
-            if e.errno == errno.EADDRINUSE: raise ValueError(f"--port: {host}:{port} is already in use") from None
-            raise ValueError(f"--host/--port: cannot listen on {host}:{port}: {e.strerror or e}") from None
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)    # as uvicorn does: a port in TIME_WAIT is free
+    try: s.bind((host, port)); listen and s.listen(2048)
+    except OSError as e:
+        s.close()
+        if e.errno == errno.EADDRINUSE: raise ValueError(f"--port: {host}:{port} is already in use") from None
+        raise ValueError(f"--host/--port: cannot listen on {host}:{port}: {e.strerror or e}") from None
+    if listen: return s                # uvicorn serves on it: bound before the model loads
+    s.close()
 
 def graceful_server(app: FastAPI,  # an app of `create_app`
                     **config,       # uvicorn.Config's settings: host, port, log_level, ...
@@ -450,8 +450,7 @@ def run_serve(args) -> int:
     opt = lambda name, default=None: getattr(args, name, default)    # works whichever parser defined the flags
     host, port = opt("host", "127.0.0.1"), opt("port", 8000)
     try:
-        check_serve_args(args)          # every flag, before anything is loaded
-        sock = listen_socket(host, port)   # bound before the model loads: a busy port fails at once
+        sock = check_port(host, port, listen=True)   # bound before the model loads: a busy port fails at once
         dtype = "int8" if opt("int8", False) else opt("dtype", "auto")
         loader = ModelLoader(args.checkpoint, max_length=opt("max_length", 128), dtype=dtype, threads=opt("threads"))
         app = create_app(loader=loader, max_batch=opt("max_batch", 32), max_wait_ms=opt("max_wait_ms", 5.0),
@@ -464,64 +463,25 @@ def run_serve(args) -> int:
         return 2
     print(f"serving {loader} on http://{host}:{port}", file=sys.stderr)
     deadline = opt("header_timeout") or HEADER_TIMEOUT_S
-    graceful_server(app, host=host, port=port, log_level=str(opt("log_level", "info")).lower(),
+    graceful_server(app, host=host, port=port, log_level=opt("log_level", "info").lower(),
                     limit_concurrency=opt("max_connections", MAX_CONNECTIONS), timeout_keep_alive=deadline,
                     http=header_deadline(deadline)).run(sockets=[sock])
     return 0
 
 # %% ../nbs/06_api.ipynb #e4dde236
-HEADER_TIMEOUT_S = 5.0   # seconds a connection may stay open without a request under way (headers not in yet, or idle)
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+HEADER_TIMEOUT_S = 5.0   # seconds a connection may stay open with no request under way (headers not in yet, or idle)
 
 def header_deadline(timeout_s: float = HEADER_TIMEOUT_S) -> type:
-    "uvicorn's HTTP protocol class, closing each connection that has no request under way `timeout_s` s after it opened or was last answered."
+    "uvicorn's HTTP protocol, closing a connection with no request under way `timeout_s` s after it opened or was last answered."
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
     class HeaderDeadline(AutoHTTPProtocol):
-        def connection_made(self, transport):
-            super().connection_made(transport)
-            self._deadline = self.loop.call_later(timeout_s, self._headers_due)
-        def on_response_complete(self):
-            super().on_response_complete()
-            self._deadline.cancel()                 # keep-alive: the next request's headers are due in timeout_s
-            self._deadline = self.loop.call_later(timeout_s, self._headers_due)
-        def _headers_due(self):
-            if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
-                self.transport.close()              # no request under way: the headers never came
-        def connection_lost(self, exc):
-            self._deadline.cancel()
-            super().connection_lost(exc)
+        def _arm(self): self._deadline = self.loop.call_later(timeout_s, self._headers_due)
+        def connection_made(self, transport): super().connection_made(transport); self._arm()
+        def on_response_complete(self): super().on_response_complete(); self._deadline.cancel(); self._arm()
+        def connection_lost(self, exc): self._deadline.cancel(); super().connection_lost(exc)
+        def _headers_due(self):   # no request under way: its headers never came (or the client went quiet)
+            if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete): self.transport.close()
     return HeaderDeadline
-
-def check_serve_args(args) -> None:
-    "A `ValueError` naming the first `distrinews serve` flag out of range, before anything is loaded."
-    opt = lambda name, default=None: getattr(args, name, default)
-    def need(ok: bool, flag: str, what: str, value):
-        if not ok: raise ValueError(f"--{flag}: {what}, got {value!r}")
-    for name in ("max_batch", "queue_size", "queue_texts", "max_texts", "max_chars", "max_connections"):
-        v = opt(name)
-        need(v is None or v >= 1, name.replace("_", "-"), "must be >= 1", v)
-    need(opt("threads") is None or opt("threads") >= 1, "threads", "must be >= 1 (or left out: the cores available)", opt("threads"))
-    need(opt("max_wait_ms") is None or opt("max_wait_ms") >= 0, "max-wait-ms", "must be >= 0", opt("max_wait_ms"))
-    for name in ("body_timeout", "header_timeout"):
-        need(opt(name) is None or opt(name) > 0, name.replace("_", "-"), "must be > 0 seconds", opt(name))
-    need(opt("max_length") is None or 8 <= opt("max_length") <= 8192, "max-length", "must be in [8, 8192]", opt("max_length"))
-    level = opt("log_level", "info")
-    need(str(level).lower() in LOG_LEVELS, "log-level", f"must be one of {', '.join(LOG_LEVELS)}", level)
-
-def listen_socket(host: str, port: int) -> socket.socket:
-    "A socket bound to `host:port` and listening (uvicorn serves on it), or a `ValueError` naming the port (`check_port`)."
-    check_port(host, port)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind((host, port))
-        s.listen(2048)
-    except OSError as e:
-        s.close()
-        raise ValueError(f"--port: {host}:{port} is already in use" if e.errno == errno.EADDRINUSE else f"--host/--port: {e}") from None
-    s.set_inheritable(True)
-    return s
 
 
 # %% ../nbs/06_api.ipynb #04b8dfa6

@@ -12,7 +12,8 @@ import torch
 import torch.distributed as dist
 from .config import Config, ConfigError, DistrinewsError
 from .ddp import DistEnv, barrier, rank_print
-from .loop import Callback, Run, TrainState, atomic_dir_write, save_errors
+from .loop import Callback, Run, TrainState, atomic_dir_write
+from .model import save_errors
 
 # %% auto #0
 __all__ = ['RESULTS', 'RESUME_SAFE', 'RESUME_FIELDS', 'check_output', 'resume_fields', 'settings_fingerprint', 'rows_digest',

@@ -9,12 +9,13 @@ from pathlib import Path
 from .config import DistrinewsError, add_config_args
 
 # %% auto #0
-__all__ = ['COMMANDS', 'DTYPES', 'SERVE_DEFAULTS', 'DTYPE_HELP', 'DOCTOR_TIMEOUT_S', 'FLAGS', 'DEMO_TEXTS', 'CHECKPOINT_FILES',
-           'TOKENIZER_VOCABS', 'INFERENCE_FILES', 'TRAINING_STATE', 'add_train_args', 'add_eval_args',
-           'add_predict_args', 'add_serve_args', 'add_bench_args', 'add_doctor_args', 'add_demo_args', 'add_push_args',
-           'build_parser', 'main', 'run_demo', 'upload_files', 'check_not_training_state', 'check_checkpoint_folder',
-           'check_repo_id', 'hub_token', 'check_hub', 'push_checkpoint', 'run_push', 'doctor_versions',
-           'doctor_hardware', 'doctor_environment', 'doctor_checks', 'stdout_to_stderr', 'run_doctor']
+__all__ = ['COMMANDS', 'DTYPES', 'SERVE_DEFAULTS', 'DTYPE_HELP', 'LOG_LEVELS', 'DOCTOR_TIMEOUT_S', 'FLAGS', 'DEMO_TEXTS',
+           'CHECKPOINT_FILES', 'TOKENIZER_VOCABS', 'INFERENCE_FILES', 'TRAINING_STATE', 'add_train_args',
+           'add_eval_args', 'add_predict_args', 'add_serve_args', 'add_bench_args', 'check_serve_args',
+           'add_doctor_args', 'add_demo_args', 'add_push_args', 'build_parser', 'main', 'run_demo', 'upload_files',
+           'check_not_training_state', 'check_checkpoint_folder', 'check_repo_id', 'hub_token', 'check_hub',
+           'push_checkpoint', 'run_push', 'doctor_versions', 'doctor_hardware', 'doctor_environment', 'doctor_checks',
+           'stdout_to_stderr', 'run_doctor']
 
 # %% ../nbs/08_cli.ipynb #a4269ce1
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -98,6 +99,22 @@ def add_bench_args(p: argparse.ArgumentParser):
     p.add_argument("--out", default="benchmarks", help="folder for results/ (benchmarks/report.py draws plots/ and README.md from it)")
     p.add_argument("--run-id", default=None)
 
+# %% ../nbs/08_cli.ipynb #53ccca6f
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")   # uvicorn's
+
+def check_serve_args(args) -> None:
+    "A `DistrinewsError` naming the first `distrinews serve` flag out of range; `main` checks before anything is loaded."
+    def need(ok: bool, flag: str, what: str):
+        if not ok: raise DistrinewsError(f"--{flag.replace('_', '-')}: {what}, got {getattr(args, flag)!r}")
+    for name in ("max_batch", "queue_size", "queue_texts", "max_texts", "max_chars", "max_connections"):
+        need(getattr(args, name) >= 1, name, "must be >= 1")
+    need(args.threads is None or args.threads >= 1, "threads", "must be >= 1 (or left out: the cores available)")
+    need(args.max_wait_ms >= 0, "max_wait_ms", "must be >= 0")
+    for name in ("body_timeout", "header_timeout"): need(getattr(args, name) > 0, name, "must be > 0 seconds")
+    need(8 <= args.max_length <= 8192, "max_length", "must be in [8, 8192]")
+    need(args.log_level.lower() in LOG_LEVELS, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
+
+
 # %% ../nbs/08_cli.ipynb #a997e12a
 DOCTOR_TIMEOUT_S = 300.0   # seconds each doctor check may take (process start, 10 steps, a round trip: ~30 s on 2 CPU cores)
 
@@ -153,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distrinews {args.command}: not available in this version (no run_{args.command} in {COMMANDS[args.command][0]})",
               file=sys.stderr)
         return 2
-    try: return run(args) or 0
+    try:
+        if args.command == "serve": check_serve_args(args)   # every flag before the model loads
+        return run(args) or 0
     except DistrinewsError as e:
         print(f"distrinews {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_trainer.ipynb #1005c3d0
 from __future__ import annotations
-import contextlib, errno, json, math, os, shutil, sys, time, uuid
+import contextlib, json, math, os, shutil, sys, time, uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 import torch
@@ -18,16 +18,14 @@ from .data import DataError, LengthGroupedBatchSampler, check_split, load_source
 from .ddp import (DistEnv, all_reduce_max, all_reduce_mean, all_reduce_sum, barrier, choose_precision, classification_metrics,
                   describe_hardware, gather_eval, local_state_bytes, main_process_first, measure_peak_flops, peak_mem_mb,
                   rank_print, seed_everything, train_flops_per_token)
-from .model import apply_options, load_model, save_model, unwrap, write_model_card
+from .model import apply_options, check_writable, load_model, save_errors, save_model, unwrap, write_model_card
 
 # %% auto #0
-__all__ = ['DISK_ERRNOS', 'DISK_MESSAGES', 'TORCH_WRITE_FAILED', 'LOW_SPACE', 'TrainState', 'Callback', 'Run',
-           'accumulation_window', 'accumulation_groups', 'autocast_for', 'micro_step', 'optimizer_step', 'make_loader',
-           'evaluate', 'DiskError', 'free_bytes', 'free_space', 'disk_problem', 'save_errors', 'check_writable',
-           'atomic_dir_write', 'evaluate_and_keep_best', 'log_step', 'after_step', 'start_epoch', 'fit',
-           'truncate_metrics', 'JsonlLogger', 'TensorBoardLogger', 'ProgressBar', 'EarlyStopping', 'OutOfMemory',
-           'out_of_memory', 'backoff', 'fit_batch_size', 'start_run', 'build_datasets', 'build_model_and_data',
-           'build_optimizer', 'attach_callbacks', 'finish']
+__all__ = ['TrainState', 'Callback', 'Run', 'accumulation_window', 'accumulation_groups', 'autocast_for', 'micro_step',
+           'optimizer_step', 'make_loader', 'evaluate', 'atomic_dir_write', 'evaluate_and_keep_best', 'log_step',
+           'after_step', 'start_epoch', 'fit', 'truncate_metrics', 'JsonlLogger', 'TensorBoardLogger', 'ProgressBar',
+           'EarlyStopping', 'OutOfMemory', 'out_of_memory', 'backoff', 'fit_batch_size', 'start_run', 'build_datasets',
+           'build_model_and_data', 'build_optimizer', 'attach_callbacks', 'finish']
 
 # %% ../nbs/04_trainer.ipynb #b11a7560
 @dataclass
@@ -170,68 +168,6 @@ def evaluate(model,                 # a model, plain or wrapped in DDP / torch.c
     i, p, y, l = gather_eval(cat(idx, torch.long), cat(preds, torch.long), cat(labels, torch.long), cat(losses, torch.float))
     m.train(was_training)
     return classification_metrics(p, y, len(LABELS), l)
-
-# %% ../nbs/04_trainer.ipynb #1b874e7d
-DISK_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-               errno.EROFS: "read-only file system", errno.EFBIG: "file too large for the file system"}
-DISK_MESSAGES = {"No space left": "no space left on device", "StorageFull": "no space left on device",
-                 "Disk quota": "disk quota exceeded", "Read-only file system": "read-only file system",
-                 "ReadOnlyFilesystem": "read-only file system"}
-TORCH_WRITE_FAILED = ("file write failed", "inline_container.cc", "iostream error")   # torch's writer says neither errno nor "disk"
-LOW_SPACE = 64 * 2**20   # bytes: under this, a failed torch write is taken for a full disk
-
-class DiskError(DistrinewsError):
-    "A checkpoint could not be written: the disk is full or read-only; the message names the folder and the space left."
-
-def free_bytes(path: Path) -> int | None:
-    "Free bytes on the file system of `path` (or of its nearest existing parent); None if it cannot be asked."
-    p = Path(path).absolute()
-    while not p.exists() and p != p.parent: p = p.parent
-    try: return shutil.disk_usage(p).free
-    except OSError: return None
-
-def free_space(path: Path) -> str:
-    "The free space on the file system of `path`, e.g. `1.2 GiB free`."
-    free = free_bytes(path)
-    if free is None: return "free space unknown"
-    return f"{free / 2**30:.1f} GiB free" if free >= 2**30 else f"{free / 2**20:.1f} MiB free"
-
-def disk_problem(e: BaseException, folder: Path | None = None) -> str | None:
-    "What is wrong with the disk if `e` (or the error it came from) is a full or read-only disk's error; else None."
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in DISK_ERRNOS: return DISK_ERRNOS[e.errno]
-        for marker, what in DISK_MESSAGES.items():
-            if marker in str(e): return what
-        if folder is not None and any(m in str(e) for m in TORCH_WRITE_FAILED):
-            free = free_bytes(folder)
-            if free is not None and free < LOW_SPACE: return "no space left on device"
-        e = e.__cause__ or e.__context__
-    return None
-
-@contextlib.contextmanager
-def save_errors(folder: Path):
-    "Inside the block, a full or read-only disk's error becomes one `DiskError` line naming `folder` and its free space."
-    try: yield
-    except Exception as e:
-        what = disk_problem(e, folder)
-        if what is None: raise
-        raise DiskError(f"save: could not write {folder}: {what} ({free_space(folder)} there); the previous checkpoint "
-                        f"is kept. Free some space (or choose another --output) and continue with --resume") from None
-
-def check_writable(folder: Path) -> None:
-    "Create `folder` if needed and write (then remove) a file in it; a `DistrinewsError` naming it if that fails."
-    folder = Path(folder)
-    probe = folder/f".distrinews-write-test-{os.getpid()}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as e:
-        raise DistrinewsError(f"output: cannot write into {folder}: {e.strerror or e} ({free_space(folder)} there); "
-                              f"choose another --output") from None
-
 
 # %% ../nbs/04_trainer.ipynb #f3c5c58b
 def atomic_dir_write(final: Path, write, tmp: Path | None = None) -> Path:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_model.ipynb #e7d7a8e7
 from __future__ import annotations
-import copy, json, re
+import contextlib, copy, errno, json, os, re, shutil
 from contextlib import contextmanager
 from pathlib import Path
 from torch import nn
@@ -14,11 +14,13 @@ from .config import Config, ConfigError, LABELS, DistrinewsError
 from .data import AG_NEWS_ID, hub_reachable, offline_mode, tiny_tokenizer
 
 # %% auto #0
-__all__ = ['ID2LABEL', 'LABEL2ID', 'DEFAULT_MODEL', 'MAX_LABELS', 'MAX_SIZE', 'CONFIG_SIZES', 'VOCAB_FILES', 'BASE_LICENSES',
-           'CARD_METRICS', 'ModelError', 'tiny_config', 'set_dropout', 'check_not_sharded', 'load_model',
-           'enable_checkpointing', 'apply_options', 'unwrap', 'quiet_progress_bars', 'save_model',
-           'check_trained_config', 'check_weights_file', 'check_safetensors_weights', 'check_tokenizer_files',
-           'load_trained', 'is_hub_id', 'public_name', 'eval_set', 'card_data', 'card_text', 'write_model_card']
+__all__ = ['ID2LABEL', 'LABEL2ID', 'DEFAULT_MODEL', 'MAX_LABELS', 'MAX_SIZE', 'CONFIG_SIZES', 'VOCAB_FILES', 'DISK_ERRNOS',
+           'DISK_MESSAGES', 'TORCH_WRITE_FAILED', 'LOW_SPACE', 'BASE_LICENSES', 'CARD_METRICS', 'ModelError',
+           'tiny_config', 'set_dropout', 'check_not_sharded', 'load_model', 'enable_checkpointing', 'apply_options',
+           'unwrap', 'quiet_progress_bars', 'save_model', 'check_trained_config', 'check_weights_file',
+           'check_safetensors_weights', 'check_tokenizer_files', 'load_trained', 'DiskError', 'free_bytes',
+           'free_space', 'disk_problem', 'save_errors', 'check_writable', 'is_hub_id', 'public_name', 'eval_set',
+           'card_data', 'card_text', 'write_model_card']
 
 # %% ../nbs/02_model.ipynb #b4b2893b
 class ModelError(DistrinewsError):
@@ -227,6 +229,68 @@ def load_trained(path: str | Path,   # a checkpoint folder written by `save_mode
     if len(tok) > model.config.vocab_size:
         raise ModelError(f"{p}: its tokenizer has {len(tok):,} tokens, the model's vocabulary only {model.config.vocab_size:,}")
     return model, tok
+
+
+# %% ../nbs/02_model.ipynb #1b874e7d
+DISK_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+               errno.EROFS: "read-only file system", errno.EFBIG: "file too large for the file system"}
+DISK_MESSAGES = {"No space left": "no space left on device", "StorageFull": "no space left on device",
+                 "Disk quota": "disk quota exceeded", "Read-only file system": "read-only file system",
+                 "ReadOnlyFilesystem": "read-only file system"}
+TORCH_WRITE_FAILED = ("file write failed", "inline_container.cc", "iostream error")   # torch's writer says neither errno nor "disk"
+LOW_SPACE = 64 * 2**20   # bytes: under this, a failed torch write is taken for a full disk
+
+class DiskError(DistrinewsError):
+    "A checkpoint could not be written: the disk is full or read-only; the message names the folder and the space left."
+
+def free_bytes(path: Path) -> int | None:
+    "Free bytes on the file system of `path` (or of its nearest existing parent); None if it cannot be asked."
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent: p = p.parent
+    try: return shutil.disk_usage(p).free
+    except OSError: return None
+
+def free_space(path: Path) -> str:
+    "The free space on the file system of `path`, e.g. `1.2 GiB free`."
+    free = free_bytes(path)
+    if free is None: return "free space unknown"
+    return f"{free / 2**30:.1f} GiB free" if free >= 2**30 else f"{free / 2**20:.1f} MiB free"
+
+def disk_problem(e: BaseException, folder: Path | None = None) -> str | None:
+    "What is wrong with the disk if `e` (or the error it came from) is a full or read-only disk's error; else None."
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in DISK_ERRNOS: return DISK_ERRNOS[e.errno]
+        for marker, what in DISK_MESSAGES.items():
+            if marker in str(e): return what
+        if folder is not None and any(m in str(e) for m in TORCH_WRITE_FAILED):
+            free = free_bytes(folder)
+            if free is not None and free < LOW_SPACE: return "no space left on device"
+        e = e.__cause__ or e.__context__
+    return None
+
+@contextlib.contextmanager
+def save_errors(folder: Path):
+    "Inside the block, a full or read-only disk's error becomes one `DiskError` line naming `folder` and its free space."
+    try: yield
+    except Exception as e:
+        what = disk_problem(e, folder)
+        if what is None: raise
+        raise DiskError(f"save: could not write {folder}: {what} ({free_space(folder)} there); the previous checkpoint "
+                        f"is kept. Free some space (or choose another --output) and continue with --resume") from None
+
+def check_writable(folder: Path) -> None:
+    "Create `folder` if needed and write (then remove) a file in it; a `DistrinewsError` naming it if that fails."
+    folder = Path(folder)
+    probe = folder/f".distrinews-write-test-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise DistrinewsError(f"output: cannot write into {folder}: {e.strerror or e} ({free_space(folder)} there); "
+                              f"choose another --output") from None
 
 
 # %% ../nbs/02_model.ipynb #412455ee

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from distrinews.loop import DiskError, check_writable, save_errors
+from distrinews.model import DiskError, check_writable, save_errors
 
 
 def _can_unshare() -> bool:
