@@ -16,11 +16,11 @@ from .data import AG_NEWS_ID, hub_reachable, offline_mode, tiny_tokenizer
 # %% auto #0
 __all__ = ['ID2LABEL', 'LABEL2ID', 'DEFAULT_MODEL', 'MAX_LABELS', 'MAX_SIZE', 'CONFIG_SIZES', 'VOCAB_FILES', 'DISK_ERRNOS',
            'DISK_MESSAGES', 'TORCH_WRITE_FAILED', 'LOW_SPACE', 'BASE_LICENSES', 'CARD_METRICS', 'ModelError',
-           'tiny_config', 'set_dropout', 'check_not_sharded', 'load_model', 'enable_checkpointing', 'apply_options',
-           'unwrap', 'quiet_progress_bars', 'save_model', 'check_trained_config', 'check_weights_file',
-           'check_safetensors_weights', 'check_tokenizer_files', 'load_trained', 'DiskError', 'free_bytes',
-           'free_space', 'disk_problem', 'save_errors', 'check_writable', 'is_hub_id', 'public_name', 'eval_set',
-           'card_data', 'card_text', 'write_model_card']
+           'tiny_config', 'set_dropout', 'check_safetensors_weights', 'check_not_sharded', 'load_model',
+           'enable_checkpointing', 'apply_options', 'unwrap', 'quiet_progress_bars', 'save_model',
+           'check_trained_config', 'check_weights_file', 'check_tokenizer_files', 'load_trained', 'DiskError',
+           'free_bytes', 'free_space', 'disk_problem', 'save_errors', 'check_writable', 'is_hub_id', 'public_name',
+           'eval_set', 'card_data', 'card_text', 'write_model_card']
 
 # %% ../nbs/02_model.ipynb #b4b2893b
 class ModelError(DistrinewsError):
@@ -43,6 +43,18 @@ def set_dropout(model: nn.Module, p: float) -> nn.Module:
     for m in model.modules():
         if isinstance(m, nn.Dropout): m.p = p
     return model
+
+# %% ../nbs/02_model.ipynb #d05237cd
+def check_safetensors_weights(path: str | Path) -> None:
+    "A `ModelError` if folder `path` has pickle weights (`pytorch_model.bin`, ...) but no safetensors: distrinews never unpickles."
+    p = Path(path)
+    if any(p.glob("*.safetensors")) or (p/"model.safetensors.index.json").is_file() or (p/"sharded").is_dir(): return
+    pickles = sorted(f.name for f in p.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl") and f.name != "optimizer.pt")
+    if pickles:
+        raise ModelError(f"{p}: only pickle weights ({', '.join(pickles)}), no model.safetensors; distrinews never unpickles "
+                         "weights (a pickle can run code). If you trust the file, convert it once: load it with transformers "
+                         "and save_pretrained() it again (writes model.safetensors)")
+
 
 # %% ../nbs/02_model.ipynb #0d1f40ed
 def _from_pretrained(name: str, **kw):
@@ -183,16 +195,6 @@ def check_weights_file(path: str | Path) -> dict[str, list[int]]:
         with safe_open(str(f), "pt") as sf: return {k: list(sf.get_slice(k).get_shape()) for k in sf.keys()}
     except Exception as e:   # empty, truncated or garbage: safetensors checks the header against the file's size
         raise ModelError(f"{f}: not a readable safetensors file ({_first_line(e)}); the checkpoint is damaged") from None
-
-def check_safetensors_weights(path: str | Path) -> None:
-    "A `ModelError` if folder `path` has pickle weights (`pytorch_model.bin`, ...) but no safetensors: distrinews never unpickles."
-    p = Path(path)
-    if any(p.glob("*.safetensors")) or (p/"model.safetensors.index.json").is_file() or (p/"sharded").is_dir(): return
-    pickles = sorted(f.name for f in p.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl") and f.name != "optimizer.pt")
-    if pickles:
-        raise ModelError(f"{p}: only pickle weights ({', '.join(pickles)}), no model.safetensors; distrinews never unpickles "
-                         "weights (a pickle can run code). If you trust the file, convert it once: load it with transformers "
-                         "and save_pretrained() it again (writes model.safetensors)")
 
 def check_tokenizer_files(path: str | Path) -> None:
     "A `ModelError` unless folder `path` holds a tokenizer vocabulary (without one transformers builds a 5-token tokenizer)."
