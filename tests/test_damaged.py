@@ -84,3 +84,12 @@ def test_damaged_checkpoint_refused_by_predict_eval_and_serve(ckpt, tmp_path, ca
 def test_intact_checkpoint_still_loads(ckpt, capsys):
     assert main(["predict", "--checkpoint", str(ckpt), "--json", "Oil prices tumbled after weak sales on Wall Street."]) == 0
     assert json.loads(capsys.readouterr().out)[0]["label"] == "Business"
+
+
+def test_train_from_a_pickle_only_folder_is_refused_not_unpickled(ckpt, tmp_path, capsys):
+    d = _copy(ckpt, tmp_path)
+    pickle_only(d)
+    rc = main(["train", "--config", "quick", "--model", str(d), "--data", "synthetic:64", "--nproc", "1",
+               "--output", str(tmp_path / "o")])
+    assert rc == 2                                         # before: transformers unpickled pytorch_model.bin and trained
+    _one_line(capsys, "distrinews train: error: ", "only pickle weights (pytorch_model.bin)")
