@@ -165,11 +165,11 @@ def evaluate_checkpoint(checkpoint: str,         # a model folder (OUT/best or O
 def preflight(cfg: Config) -> None:
     "Check, before any process starts, the output folder, that the data loads and splits, and that the model loads."
     check_output(cfg)
-    check_writable(Path(cfg.output))   # a read-only --output: one line before any process starts
     train_ds = load_source(cfg.data, "train", cfg.drop_invalid, seed=cfg.seed)
     if cfg.eval_data: load_source(cfg.eval_data, "test", cfg.drop_invalid, seed=cfg.seed)
     else: check_split(list(train_ds["label"]), cfg.val_fraction, cfg.data)
     load_model(cfg.model)
+    check_writable(Path(cfg.output))   # a read-only --output: one line before any process starts (bad input first: no folder)
 
 def run_train(args) -> int:
     "`distrinews train`: train with the flags' configuration, then print one line of results."
