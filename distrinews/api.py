@@ -14,15 +14,16 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from starlette.requests import ClientDisconnect
 import distrinews
-from .loader import ModelLoader, check_checkpoint, pick_device
+from .loader import ModelLoader, check_checkpoint, has_visible_text, pick_device
 from .model import ModelError
 
 # %% auto #0
-__all__ = ['MAX_TEXTS', 'MAX_CHARS', 'MAX_BODY', 'BODY_TIMEOUT_S', 'QUEUE_SIZE', 'QUEUE_TEXTS', 'MAX_CONNECTIONS', 'APIError',
-           'ClientGone', 'read_json', 'run_async', 'PredictRequest', 'BatchRequest', 'Prediction', 'BatchResponse',
-           'parse_body', 'check_request_texts', 'Overloaded', 'ShuttingDown', 'Job', 'MicroBatcher', 'render_page',
-           'wait_for_answer', 'service_info', 'create_app', 'add_info_routes', 'add_predict_routes',
-           'add_error_handlers', 'check_port', 'graceful_server', 'run_serve', 'NaiveRequest', 'naive_app']
+__all__ = ['MAX_TEXTS', 'MAX_CHARS', 'MAX_BODY', 'BODY_TIMEOUT_S', 'QUEUE_SIZE', 'QUEUE_TEXTS', 'MAX_CONNECTIONS', 'PAGE_HEADERS',
+           'HEADER_TIMEOUT_S', 'APIError', 'ClientGone', 'read_json', 'PredictRequest', 'BatchRequest', 'Prediction',
+           'BatchResponse', 'parse_body', 'check_request_texts', 'Overloaded', 'ShuttingDown', 'Job', 'MicroBatcher',
+           'render_page', 'wait_for_answer', 'service_info', 'create_app', 'add_info_routes', 'add_predict_routes',
+           'add_error_handlers', 'check_port', 'graceful_server', 'run_serve', 'header_deadline', 'NaiveRequest',
+           'naive_app']
 
 # %% ../nbs/06_api.ipynb #cceed7c8
 MAX_TEXTS = 64          # texts in one /predict/batch request (more: 413)
@@ -32,6 +33,9 @@ BODY_TIMEOUT_S = 10.0   # seconds to receive a whole request body (slower: 408)
 QUEUE_SIZE = 256        # requests waiting for the model (more: 503 with Retry-After)
 QUEUE_TEXTS = 1024      # texts waiting for the model, all requests together (more: 503 with Retry-After)
 MAX_CONNECTIONS = 512   # open connections uvicorn accepts at once (more: 503)
+PAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "SAMEORIGIN", "Content-Security-Policy":   # the page's own
+                "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; object-src 'none'; "
+                "base-uri 'none'; frame-ancestors 'self' https://huggingface.co"}   # inline code only; framed by a Space page
 
 class APIError(Exception):
     "An answer with a 4xx/5xx status and a `detail` message that names the problem."
@@ -74,15 +78,6 @@ async def read_json(request: Request,                     # the incoming request
     except RecursionError: raise APIError(400, "malformed JSON: nested too deeply") from None
     except ValueError as e: raise APIError(400, f"malformed JSON: {e}") from None
 
-# %% ../nbs/06_api.ipynb #d9fc8497
-from typing import Coroutine
-
-def run_async(coro: Coroutine):
-    """Run `coro` to completion from synchronous code and return its result: in a fresh event loop on a thread of its
-    own, so it works in a script and in a Jupyter kernel alike (the kernel's loop already runs there, and
-    `asyncio.run` refuses to start a second one in the same thread)."""
-    with ThreadPoolExecutor(1) as ex: return ex.submit(asyncio.run, coro).result()
-
 # %% ../nbs/06_api.ipynb #9667e9ef
 class PredictRequest(BaseModel):
     "Body of `POST /predict`."
@@ -124,6 +119,7 @@ def check_request_texts(texts: Sequence[str],          # the texts of one reques
     "Raise an `APIError` naming the first text that is blank (422), too long (413) or not valid Unicode (422)."
     for t, name in zip(texts, names):
         if not t.strip(): raise APIError(422, f"{name}: empty or whitespace-only text, nothing to classify")
+        if not has_visible_text(t): raise APIError(422, f"{name}: only invisible or control characters, nothing to classify")
         if len(t) > max_chars: raise APIError(413, f"{name}: {len(t)} characters, over the limit of {max_chars}")
         try: t.encode("utf-8")
         except UnicodeEncodeError: raise APIError(422, f"{name}: not valid Unicode (a lone surrogate such as \\ud800)") from None
@@ -383,7 +379,7 @@ def add_info_routes(app: FastAPI,   # the service
         return info
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index(): return page
+    async def index(): return HTMLResponse(page, headers=PAGE_HEADERS)   # no sniffing, no framing but the Hub's, no foreign code
 
 def add_predict_routes(app: FastAPI, limits: dict) -> None:
     "`POST /predict` and `POST /predict/batch`, checked against `limits` and answered through the app's batcher."
@@ -427,16 +423,18 @@ def add_error_handlers(app: FastAPI) -> None:
         return Response(status_code=499)    # nginx's "client closed request"; the client is not there to read it
 
 # %% ../nbs/06_api.ipynb #324bf366
-def check_port(host: str, port: int) -> None:
-    "A `ValueError` naming `port` if it is outside 1..65535 or cannot be listened on at `host` (already in use)."
+def check_port(host: str, port: int, listen: bool = False) -> socket.socket | None:
+    "A `ValueError` naming `port` if it is outside 1..65535 or cannot be listened on at `host`; with `listen`, the listening socket."
     if not 1 <= port <= 65535: raise ValueError(f"--port: must be in 1..65535, got {port}")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)    # as uvicorn does: a port in TIME_WAIT is free
-        try: s.bind((host, port))
-        except OSError as e:
-            if e.errno == errno.EADDRINUSE: raise ValueError(f"--port: {host}:{port} is already in use") from None
-            raise ValueError(f"--host/--port: cannot listen on {host}:{port}: {e.strerror or e}") from None
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)    # as uvicorn does: a port in TIME_WAIT is free
+    try: s.bind((host, port)); listen and s.listen(2048)
+    except OSError as e:
+        s.close()
+        if e.errno == errno.EADDRINUSE: raise ValueError(f"--port: {host}:{port} is already in use") from None
+        raise ValueError(f"--host/--port: cannot listen on {host}:{port}: {e.strerror or e}") from None
+    if listen: return s                # uvicorn serves on it: bound before the model loads
+    s.close()
 
 def graceful_server(app: FastAPI,  # an app of `create_app`
                     **config,       # uvicorn.Config's settings: host, port, log_level, ...
@@ -454,7 +452,7 @@ def run_serve(args) -> int:
     opt = lambda name, default=None: getattr(args, name, default)    # works whichever parser defined the flags
     host, port = opt("host", "127.0.0.1"), opt("port", 8000)
     try:
-        check_port(host, port)
+        sock = check_port(host, port, listen=True)   # bound before the model loads: a busy port fails at once
         dtype = "int8" if opt("int8", False) else opt("dtype", "auto")
         loader = ModelLoader(args.checkpoint, max_length=opt("max_length", 128), dtype=dtype, threads=opt("threads"))
         app = create_app(loader=loader, max_batch=opt("max_batch", 32), max_wait_ms=opt("max_wait_ms", 5.0),
@@ -462,12 +460,31 @@ def run_serve(args) -> int:
                          max_texts=opt("max_texts", MAX_TEXTS), max_chars=opt("max_chars", MAX_CHARS),
                          body_timeout_s=opt("body_timeout", BODY_TIMEOUT_S))
     except (ModelError, ValueError) as e:
+        if "sock" in locals(): sock.close()
         print(f"distrinews serve: error: {e}", file=sys.stderr)
         return 2
     print(f"serving {loader} on http://{host}:{port}", file=sys.stderr)
-    graceful_server(app, host=host, port=port, log_level=opt("log_level", "info"),
-                    limit_concurrency=opt("max_connections", MAX_CONNECTIONS)).run()
+    deadline = opt("header_timeout") or HEADER_TIMEOUT_S
+    graceful_server(app, host=host, port=port, log_level=opt("log_level", "info").lower(),
+                    limit_concurrency=opt("max_connections", MAX_CONNECTIONS), timeout_keep_alive=deadline,
+                    http=header_deadline(deadline)).run(sockets=[sock])
     return 0
+
+# %% ../nbs/06_api.ipynb #e4dde236
+HEADER_TIMEOUT_S = 5.0   # seconds a connection may stay open with no request under way (headers not in yet, or idle)
+
+def header_deadline(timeout_s: float = HEADER_TIMEOUT_S) -> type:
+    "uvicorn's HTTP protocol, closing a connection with no request under way `timeout_s` s after it opened or was last answered."
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+    class HeaderDeadline(AutoHTTPProtocol):
+        def _arm(self): self._deadline = self.loop.call_later(timeout_s, self._headers_due)
+        def connection_made(self, transport): super().connection_made(transport); self._arm()
+        def on_response_complete(self): super().on_response_complete(); self._deadline.cancel(); self._arm()
+        def connection_lost(self, exc): self._deadline.cancel(); super().connection_lost(exc)
+        def _headers_due(self):   # no request under way: its headers never came (or the client went quiet)
+            if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete): self.transport.close()
+    return HeaderDeadline
+
 
 # %% ../nbs/06_api.ipynb #04b8dfa6
 class NaiveRequest(BaseModel):

@@ -4,20 +4,22 @@
 
 # %% ../nbs/04c_checkpoint.ipynb #850f97e5
 from __future__ import annotations
-import hashlib, json, random, shutil
-from dataclasses import asdict
+import hashlib, json, random, shutil, time
+from dataclasses import asdict, fields
 from pathlib import Path
 import pyarrow.compute as pc
 import torch
 import torch.distributed as dist
-from .config import Config, ConfigError
+from .config import Config, ConfigError, DistrinewsError
 from .ddp import DistEnv, barrier, rank_print
 from .loop import Callback, Run, TrainState, atomic_dir_write
+from .model import save_errors
 
 # %% auto #0
-__all__ = ['RESULTS', 'RESUME_FIELDS', 'check_output', 'settings_fingerprint', 'rows_digest', 'rows_fingerprint',
-           'saved_fingerprint', 'check_resume', 'save_training_state', 'load_training_state', 'find_checkpoint',
-           'prepare_output', 'check_rows', 'resume', 'Checkpointer', 'output_bytes', 'check_disk_space']
+__all__ = ['RESULTS', 'RESUME_SAFE', 'RESUME_FIELDS', 'check_output', 'resume_fields', 'settings_fingerprint', 'rows_digest',
+           'rows_fingerprint', 'saved_fingerprint', 'check_resume', 'save_training_state', 'load_training_state',
+           'find_checkpoint', 'check_last', 'check_no_lost_run', 'prepare_output', 'check_rows', 'resume',
+           'Checkpointer', 'output_bytes', 'check_disk_space']
 
 # %% ../nbs/04c_checkpoint.ipynb #ae4ffc96
 RESULTS = ("summary.json", "best", "last", "metrics.jsonl")
@@ -38,13 +40,29 @@ def _remove_results(out: Path) -> None:
         elif p.exists(): p.unlink()
 
 # %% ../nbs/04c_checkpoint.ipynb #1fc4db08
-RESUME_FIELDS = ("model", "data", "eval_data", "val_fraction", "max_train_samples", "max_length", "drop_invalid",
-                 "group_by_length", "seed", "batch_size", "grad_accum", "strategy",     # the data order
-                 "epochs", "max_steps", "lr", "weight_decay", "warmup_ratio")           # the schedule
+# The `Config` fields a resume may change, and why none of them changes the weights or the best/ kept. Every other
+# field is fingerprinted (`resume_fields`): a new field is checked on resume unless it is added here, with its reason.
+RESUME_SAFE = {
+    "output": "the folder being resumed itself",
+    "log_every": "how often a line is logged (the running loss is a log window; the weights do not see it)",
+    "save_every": "how often last/ is written, not what it holds",
+    "eval_batch_size": "evaluation counts every row exactly once whatever the batch: memory only",
+    "nproc": "the processes started here; the world size they make is fingerprinted (`world_size`)",
+    "precision": "`auto` or a name: the precision it resolves to is fingerprinted (`precision`)",
+    "resume": "how the run starts, not what it trains",
+    "overwrite": "only ever empties the folder of a run that is not resumed",
+    "preset": "a name: its values are the other fields",
+}
+
+def resume_fields(cfg_type=Config) -> tuple[str, ...]:
+    "The fields of `cfg_type` (a `Config` class or instance) that a resume must keep: all but `RESUME_SAFE`."
+    return tuple(f.name for f in fields(cfg_type) if f.name not in RESUME_SAFE)
+
+RESUME_FIELDS = resume_fields()
 
 def settings_fingerprint(cfg: Config, env: DistEnv, precision: str) -> dict:
-    "The settings that fix the data order and the schedule: `RESUME_FIELDS`, the number of processes, the resolved precision."
-    return {**{k: getattr(cfg, k) for k in RESUME_FIELDS}, "world_size": env.world_size, "precision": precision}
+    "The settings that fix what a run trains: every `Config` field but `RESUME_SAFE`, the number of processes, the resolved precision."
+    return {**{k: getattr(cfg, k) for k in resume_fields(cfg)}, "world_size": env.world_size, "precision": precision}
 
 def rows_digest(ds) -> str:
     "A short hash of a tokenized dataset's rows in order (token ids and labels): other rows or another order, another hash."
@@ -93,22 +111,25 @@ def _set_rng_state(s: dict) -> None:
 def save_training_state(run: Run) -> None:
     "Write `out/last/` atomically with everything needed to resume exactly; all ranks must call it."
     env = run.env
-    mine = (_rng_state(), run.meter["loss_sum"].cpu())   # this rank's generators and running loss since the last log
+    mine = (_rng_state(), run.meter["loss_sum"].cpu(),   # this rank's generators and running loss since the last log
+            (int(run.meter["samples"]), float(run.meter["tokens"])))   # and what it trained on so far (for the summary)
     ranks = [None] * env.world_size
     if env.distributed: dist.all_gather_object(ranks, mine)
     else: ranks = [mine]
     meta = {**asdict(run.state), "world_size": env.world_size, "precision": run.precision, "sharded": run.strategy.sharded,
             "per_device_batch": run.bs, "effective_grad_accum": run.accum, "fingerprint": run.fingerprint,
-            "config": asdict(run.cfg)}
+            "config": asdict(run.cfg),
+            "progress": {"train_s": run.meter["train_time"], "wall_s": time.perf_counter() - run.t_start,   # a resumed run's
+                         "samples": sum(r[2][0] for r in ranks), "tokens": sum(r[2][1] for r in ranks)}}  # summary counts all
     tmp = run.out/f".last.tmp-step{run.state.global_step}"
     if env.is_main:
         for stale in run.out.glob(".last.tmp-*"): shutil.rmtree(stale, ignore_errors=True)   # left by a kill
     barrier()
-    run.strategy.save(tmp, run.model, run.opt, run.tok, env)   # weights + optimizer: DDP on rank 0, FSDP each rank's shards
+    with save_errors(run.out/"last"): run.strategy.save(tmp, run.model, run.opt, run.tok, env)   # weights + optimizer: DDP on rank 0, FSDP each rank's shards
     barrier()
     def write(tmp: Path):
-        torch.save({"scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(), "rng": [r for r, _ in ranks],
-                    "loss_sum": [l for _, l in ranks], "loss_n": run.meter["loss_n"]}, tmp/"state.pt")
+        torch.save({"scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(), "rng": [r[0] for r in ranks],
+                    "loss_sum": [r[1] for r in ranks], "loss_n": run.meter["loss_n"]}, tmp/"state.pt")
         (tmp/"trainer_state.json").write_text(json.dumps(meta, indent=1))
     if env.is_main: atomic_dir_write(run.out/"last", write, tmp)
     barrier()
@@ -123,6 +144,11 @@ def load_training_state(run: Run) -> TrainState:
     _set_rng_state(st["rng"][env.rank])
     if "loss_sum" in st:   # `fit` continues this window (checkpoints from before it was saved start an empty one)
         run.meter = dict(loss_sum=st["loss_sum"][env.rank].to(env.device), loss_n=st["loss_n"])
+    p = run.saved.get("progress")
+    if p:   # the summary covers the whole run, not only the resumed part: rank 0 carries the totals (they are summed over ranks)
+        run.meter.update(train_time=p["train_s"], samples=p["samples"] if env.is_main else 0,
+                         tokens=torch.tensor(float(p["tokens"]) if env.is_main else 0.0, device=env.device))
+        run.t_start -= p["wall_s"]
     return TrainState(**{k: v for k, v in run.saved.items() if k in TrainState.__dataclass_fields__})
 
 # %% ../nbs/04c_checkpoint.ipynb #34f62383
@@ -133,6 +159,36 @@ def find_checkpoint(path: Path, need_state: bool = False) -> Path | None:
         if all((p/f).is_file() for f in need) and ((p/"model.safetensors").is_file() or (p/"sharded"/".metadata").is_file()): return p
     return None
 
+# %% ../nbs/04c_checkpoint.ipynb #655330e5
+def check_last(last: Path) -> dict:
+    "The `trainer_state.json` of checkpoint `last`, once each file a resume reads is there and readable; else a `ConfigError`."
+    import zipfile
+    from distrinews.model import check_weights_file
+    def bad(what: str): raise ConfigError(f"resume: {last} is damaged: {what}. Restore it from a copy, or start anew with "
+                                          f"--overwrite (without --resume; the old run's results are then replaced)")
+    try: meta = json.loads((last/"trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e: bad(f"trainer_state.json is not readable JSON ({type(e).__name__}: {e})")
+    if not isinstance(meta, dict) or not all(k in meta for k in ("global_step", "epoch", "batches_done", "world_size")):
+        bad("trainer_state.json lacks the training counters")
+    torch_files = ["state.pt"] + ([] if meta.get("sharded") else ["optimizer.pt"])   # FSDP: optimizer shards under sharded/
+    for name in torch_files:
+        try:
+            with zipfile.ZipFile(last/name) as z: z.namelist()    # torch.save's archive: truncated, its index is gone
+        except (OSError, zipfile.BadZipFile) as e: bad(f"{name} is missing or truncated ({type(e).__name__}: {e})")
+    if (last/"model.safetensors").is_file():
+        try: check_weights_file(last)
+        except DistrinewsError as e: bad(str(e).split(": ", 1)[-1])
+    return meta
+
+def check_no_lost_run(cfg: Config, out: Path) -> None:
+    "Refuse `--resume` when `out/last/` is unusable but `out` holds a run: never start it from scratch over that run."
+    found = [name for name in RESULTS + ("last.old",) if (out/name).exists()]
+    if found:
+        raise ConfigError(f"resume: {out/'last'} is missing or incomplete (a complete one has config.json, "
+                          f"trainer_state.json, model.safetensors, state.pt, optimizer.pt), but {out} holds a run "
+                          f"({', '.join(found)}); nothing was changed. Restore last/, or start anew with --overwrite (without --resume)")
+
+
 # %% ../nbs/04c_checkpoint.ipynb #d210f24b
 def prepare_output(run: Run) -> None:
     "Before anything is built: the output folder checked (and emptied with `overwrite`); `last/` found and its settings checked when resuming."
@@ -141,9 +197,11 @@ def prepare_output(run: Run) -> None:
     if cfg.resume and cfg.lora: raise ConfigError("resume: resuming LoRA runs is not supported")
     if cfg.overwrite and not cfg.resume and env.is_main: _remove_results(run.out)
     run.resume_from = find_checkpoint(run.out/"last", need_state=True) if cfg.resume else None
-    if cfg.resume and run.resume_from is None: rank_print(f"resume: no checkpoint in {run.out/'last'}, starting from scratch")
+    if cfg.resume and run.resume_from is None:
+        check_no_lost_run(cfg, run.out)              # a damaged last/ over a run: refused, never retrained from scratch
+        rank_print(f"resume: no checkpoint in {run.out/'last'}, starting from scratch")
     if run.resume_from is not None:
-        run.saved = json.loads((run.resume_from/"trainer_state.json").read_text())
+        run.saved = check_last(run.resume_from)      # every file a resume reads, readable
         check_resume(run.resume_from, run.saved, settings_fingerprint(cfg, env, run.precision))   # the rows: check_rows
 
 def check_rows(run: Run) -> None:
@@ -156,7 +214,10 @@ def resume(run: Run) -> None:
     "Once the optimizer exists, when resuming: weights, optimizer, schedule, scaler, generators, running loss and counters from `last/`."
     if run.resume_from is None: return
     total = run.state.total_steps
-    run.state = load_training_state(run)
+    try: run.state = load_training_state(run)
+    except (OSError, RuntimeError, KeyError, ValueError, EOFError) as e:   # damaged past what `check_last` reads: still one line
+        raise ConfigError(f"resume: {run.resume_from} is damaged: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}; "
+                          "restore it, or start anew with --overwrite (without --resume)") from None
     if run.state.total_steps != total:   # the fingerprint makes this impossible; a checkpoint without one may not
         raise ConfigError(f"resume: {run.resume_from} was written for {run.state.total_steps} optimizer steps, this run's data and "
                           f"settings make {total}; resume with the same ones, or start anew with --overwrite")

@@ -9,12 +9,13 @@ from pathlib import Path
 from .config import DistrinewsError, add_config_args
 
 # %% auto #0
-__all__ = ['COMMANDS', 'DTYPES', 'SERVE_DEFAULTS', 'DTYPE_HELP', 'DOCTOR_TIMEOUT_S', 'FLAGS', 'DEMO_TEXTS', 'CHECKPOINT_FILES',
-           'TOKENIZER_VOCABS', 'INFERENCE_FILES', 'TRAINING_STATE', 'add_train_args', 'add_eval_args',
-           'add_predict_args', 'add_serve_args', 'add_bench_args', 'add_doctor_args', 'add_demo_args', 'add_push_args',
-           'build_parser', 'main', 'run_demo', 'upload_files', 'check_not_training_state', 'check_checkpoint_folder',
-           'check_repo_id', 'hub_token', 'check_hub', 'push_checkpoint', 'run_push', 'doctor_versions',
-           'doctor_hardware', 'doctor_environment', 'doctor_checks', 'stdout_to_stderr', 'run_doctor']
+__all__ = ['COMMANDS', 'DTYPES', 'SERVE_DEFAULTS', 'DTYPE_HELP', 'LOG_LEVELS', 'DOCTOR_TIMEOUT_S', 'FLAGS', 'DEMO_TEXTS',
+           'CHECKPOINT_FILES', 'TOKENIZER_VOCABS', 'INFERENCE_FILES', 'TRAINING_STATE', 'add_train_args',
+           'add_eval_args', 'add_predict_args', 'add_serve_args', 'add_bench_args', 'check_serve_args',
+           'add_doctor_args', 'add_demo_args', 'add_push_args', 'build_parser', 'main', 'run_demo', 'upload_files',
+           'check_not_training_state', 'check_checkpoint_folder', 'check_repo_id', 'hub_token', 'check_hub',
+           'push_checkpoint', 'run_push', 'doctor_versions', 'doctor_hardware', 'doctor_environment', 'doctor_checks',
+           'stdout_to_stderr', 'run_doctor']
 
 # %% ../nbs/08_cli.ipynb #a4269ce1
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -31,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # %% ../nbs/08_cli.ipynb #73fdece1
 DTYPES = ("auto", "fp32", "bf16", "fp16", "int8")   # = distrinews.loader.DTYPES
 SERVE_DEFAULTS = dict(queue_size=256, queue_texts=1024, max_texts=64, max_chars=10_000, body_timeout=10.0,
-                      max_connections=512)         # = the constants of distrinews.api
+                      max_connections=512, header_timeout=5.0)         # = the constants of distrinews.api
 DTYPE_HELP = "auto (bf16 where the CPU/GPU computes it natively, else fp32; fp16 on older GPUs), fp32, bf16, fp16 or int8"
 
 def add_train_args(p: argparse.ArgumentParser):
@@ -78,6 +79,8 @@ def add_serve_args(p: argparse.ArgumentParser):
                    help=f"seconds to receive a request body, then 408 (default: {d['body_timeout']:g})")
     p.add_argument("--max-connections", type=int, default=d["max_connections"],
                    help=f"open connections at once, more get 503 (default: {d['max_connections']})")
+    p.add_argument("--header-timeout", type=float, default=d["header_timeout"],
+                   help=f"seconds a connection may stay open without sending a whole request, then closed (default: {d['header_timeout']:g})")
     p.add_argument("--log-level", default="info", help="uvicorn log level (default: info)")
 
 def add_bench_args(p: argparse.ArgumentParser):
@@ -95,6 +98,22 @@ def add_bench_args(p: argparse.ArgumentParser):
     p.add_argument("--checkpoint", default=None, help="checkpoint to serve (default: the 1-process training run's best/)")
     p.add_argument("--out", default="benchmarks", help="folder for results/ (benchmarks/report.py draws plots/ and README.md from it)")
     p.add_argument("--run-id", default=None)
+
+# %% ../nbs/08_cli.ipynb #53ccca6f
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")   # uvicorn's
+
+def check_serve_args(args) -> None:
+    "A `DistrinewsError` naming the first `distrinews serve` flag out of range; `main` checks before anything is loaded."
+    def need(ok: bool, flag: str, what: str):
+        if not ok: raise DistrinewsError(f"--{flag.replace('_', '-')}: {what}, got {getattr(args, flag)!r}")
+    for name in ("max_batch", "queue_size", "queue_texts", "max_texts", "max_chars", "max_connections"):
+        need(getattr(args, name) >= 1, name, "must be >= 1")
+    need(args.threads is None or args.threads >= 1, "threads", "must be >= 1 (or left out: the cores available)")
+    need(args.max_wait_ms >= 0, "max_wait_ms", "must be >= 0")
+    for name in ("body_timeout", "header_timeout"): need(getattr(args, name) > 0, name, "must be > 0 seconds")
+    need(8 <= args.max_length <= 8192, "max_length", "must be in [8, 8192]")
+    need(args.log_level.lower() in LOG_LEVELS, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
+
 
 # %% ../nbs/08_cli.ipynb #a997e12a
 DOCTOR_TIMEOUT_S = 300.0   # seconds each doctor check may take (process start, 10 steps, a round trip: ~30 s on 2 CPU cores)
@@ -151,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distrinews {args.command}: not available in this version (no run_{args.command} in {COMMANDS[args.command][0]})",
               file=sys.stderr)
         return 2
-    try: return run(args) or 0
+    try:
+        if args.command == "serve": check_serve_args(args)   # every flag before the model loads
+        return run(args) or 0
     except DistrinewsError as e:
         print(f"distrinews {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -422,6 +443,7 @@ def run_doctor(args) -> int:
     import json, tempfile
     timeout = getattr(args, "timeout", DOCTOR_TIMEOUT_S)
     if not timeout > 0: raise DistrinewsError(f"--timeout: must be > 0 seconds, got {timeout:g}")
+    if args.nproc is not None and args.nproc < 1: raise DistrinewsError(f"--nproc: must be >= 1, got {args.nproc}")
     # with --json, standard output is the report and nothing else: the ranks' logs go to stderr
     with stdout_to_stderr() if args.json else contextlib.nullcontext():
         report = dict(versions=doctor_versions(), hardware=doctor_hardware(), environment=doctor_environment())

@@ -102,12 +102,26 @@ def _read_csv(path: Path) -> Iterator[tuple[str, dict | Exception]]:
     if not good: return
     # csv records may span lines (quoted newlines): parse the decodable text and map records back to lines
     starts = [i for i, _ in good]
-    reader = csv.DictReader(io.StringIO("".join(l for _, l in good)))
-    if reader.fieldnames is None: return
-    missing = [c for c in ("text", "label") if c not in reader.fieldnames]
-    if missing: raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found columns {reader.fieldnames}")
+    reader = csv.DictReader(io.StringIO("".join(l for _, l in good)), strict=True)   # strict: a stray quote is an error
     prev = reader.line_num
-    for rec in reader:
+    def malformed(e: csv.Error) -> DataError:   # the reader cannot go on past a broken record: one line naming it
+        where = f"line {starts[min(prev, len(starts) - 1)]}"
+        if "field larger than field limit" in str(e):
+            return DataError(f"{path}: {where}: a field of more than {csv.field_size_limit():,} characters; is this the right file?")
+        return DataError(f"{path}: {where}: malformed CSV ({e}); a stray double quote starts a quoted field that swallows "
+                         "the lines after it: quote the whole field and double the quotes inside it (\"\")")
+    try: names = reader.fieldnames
+    except csv.Error as e: raise malformed(e) from None
+    if names is None: return
+    prev = reader.line_num
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup: raise DataError(f"{path}: column(s) {', '.join(dup)} appear more than once in the header; keep one of each")
+    missing = [c for c in ("text", "label") if c not in names]
+    if missing: raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found columns {names}")
+    while True:
+        try: rec = next(reader)
+        except StopIteration: return
+        except csv.Error as e: raise malformed(e) from None
         where = f"line {starts[min(prev, len(starts) - 1)]}"
         prev = reader.line_num
         yield where, rec

@@ -10,12 +10,13 @@ from typing import Sequence
 import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
-from .model import ModelError, check_not_sharded
+from .model import ModelError, check_not_sharded, load_trained
 
 # %% auto #0
 __all__ = ['PICKLE_SUFFIXES', 'DTYPES', 'CHARS_PER_TOKEN', 'check_checkpoint', 'available_cpus', 'cpu_threads', 'pick_device',
-           'resolve_dtype', 'quantize_int8', 'cast_model', 'length_batches', 'padding_cut', 'check_texts', 'clip_text',
-           'ModelLoader', 'evaluate_texts', 'warm_up', 'predict_widget', 'run_predict']
+           'resolve_dtype', 'quantize_int8', 'cast_model', 'length_batches', 'padding_cut', 'has_visible_text',
+           'check_texts', 'clip_text', 'ModelLoader', 'evaluate_texts', 'warm_up', 'predict_widget', 'read_stdin_texts',
+           'run_predict']
 
 # %% ../nbs/05_loader.ipynb #9f50e7f5
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -115,6 +116,10 @@ def padding_cut(device: torch.device) -> float | None:
     return None if device.type == "cuda" else 0.25   # a GPU's forward is launch-bound: each cut is another forward and copy
 
 # %% ../nbs/05_loader.ipynb #e1340378
+def has_visible_text(t: str) -> bool:
+    "Whether `t` has a character that shows: not only spaces, zero-width or control characters (`\\u200b`, `\\x00`)."
+    return any(c.isprintable() and not c.isspace() for c in t)
+
 def check_texts(texts: Sequence[str]) -> list[str]:
     "`texts` as a list, or a `TypeError`/`ValueError` naming the first text that is not a non-blank string."
     if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
@@ -122,6 +127,7 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     for i, t in enumerate(texts):
         if not isinstance(t, str): raise TypeError(f"texts[{i}]: expected a string, got {type(t).__name__}")
         if not t.strip(): raise ValueError(f"texts[{i}]: empty or whitespace-only text, nothing to classify")
+        if not has_visible_text(t): raise ValueError(f"texts[{i}]: only invisible or control characters, nothing to classify")
     return list(texts)
 
 # %% ../nbs/05_loader.ipynb #90fa4925
@@ -152,10 +158,7 @@ class ModelLoader:
         self.device = pick_device(device)
         self.dtype = resolve_dtype("int8" if quantize else dtype, self.device)
         self.threads = cpu_threads(threads) if self.device.type == "cpu" else None
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-            model = AutoModelForSequenceClassification.from_pretrained(self.path, use_safetensors=True)
-        except (OSError, ValueError) as e: raise ModelError(f"{self.path}: could not load the checkpoint: {e}") from None
+        model, self.tokenizer = load_trained(self.path)   # 02: sizes, header, vocabulary, every weight accounted for
         model.eval()
         cfg = model.config
         self.labels = tuple(cfg.id2label[i] for i in range(cfg.num_labels))
@@ -270,10 +273,20 @@ def predict_widget(loader: ModelLoader):
     return w.VBox([box, out])
 
 # %% ../nbs/05_loader.ipynb #1489351a
+def read_stdin_texts(stream=None) -> list[str]:
+    "The non-blank lines of standard input (bytes, decoded here), or a `ValueError` naming the first line that is not UTF-8."
+    texts = []
+    for i, raw in enumerate((stream or sys.stdin.buffer), 1):
+        try: line = raw.decode("utf-8-sig" if i == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"stdin line {i}: not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})") from None
+        if line.strip(): texts.append(line.rstrip("\r\n"))
+    return texts
+
 def run_predict(args) -> int:
     "Print the prediction of each text; 2 on a bad checkpoint or bad input, with the reason on stderr."
-    texts = [l.rstrip("\n") for l in sys.stdin if l.strip()] if args.texts == ["-"] else list(args.texts)
     try:
+        texts = read_stdin_texts() if args.texts == ["-"] else list(args.texts)
         check_texts(texts)
         if not texts: raise ValueError("texts: standard input held no text")
         dtype = "int8" if getattr(args, "int8", False) else getattr(args, "dtype", "auto")

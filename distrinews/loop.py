@@ -18,7 +18,7 @@ from .data import DataError, LengthGroupedBatchSampler, check_split, load_source
 from .ddp import (DistEnv, all_reduce_max, all_reduce_mean, all_reduce_sum, barrier, choose_precision, classification_metrics,
                   describe_hardware, gather_eval, local_state_bytes, main_process_first, measure_peak_flops, peak_mem_mb,
                   rank_print, seed_everything, set_tf32, train_flops_per_token)
-from .model import apply_options, load_model, save_model, unwrap, write_model_card
+from .model import apply_options, check_writable, load_model, save_errors, save_model, unwrap, write_model_card
 
 # %% auto #0
 __all__ = ['TrainState', 'Callback', 'Run', 'accumulation_window', 'accumulation_groups', 'autocast_for', 'micro_step',
@@ -178,10 +178,11 @@ def atomic_dir_write(final: Path, write, tmp: Path | None = None) -> Path:
         tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
         for stale in final.parent.glob(f".{final.name}.tmp-*"): shutil.rmtree(stale, ignore_errors=True)  # left by a kill
     try:
-        write(tmp)
-        for p in tmp.rglob("*"):
-            if p.is_file():
-                with open(p, "rb") as f: os.fsync(f.fileno())
+        with save_errors(final):       # a full or read-only disk: one line naming the folder and the space left
+            write(tmp)
+            for p in tmp.rglob("*"):
+                if p.is_file():
+                    with open(p, "rb") as f: os.fsync(f.fileno())
         if final.exists():
             if old.exists(): shutil.rmtree(old)
             final.rename(old)
@@ -416,7 +417,7 @@ def start_run(cfg: Config, env: DistEnv,
     "Step 1: the precision and why, the output folder; the run's first line says what runs where."
     run = Run(cfg, env, Path(cfg.output), strategy, *choose_precision(cfg.precision, env.device))
     set_tf32(cfg.tf32, env.device)                # decided, not inherited from whatever ran before in this process
-    run.out.mkdir(parents=True, exist_ok=True)
+    check_writable(run.out)   # a read-only --output: refused now, not at the first save
     rank_print(f"distrinews: {env.world_size} process(es) on {env.device.type} ({env.backend or 'no process group'}), "
                f"{strategy.name if env.distributed else 'one process'}, precision {run.precision} ({run.precision_reason}), "
                f"model {cfg.model}, data {cfg.data}")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_model.ipynb #e7d7a8e7
 from __future__ import annotations
-import copy, json, re
+import contextlib, copy, errno, json, os, re, shutil
 from contextlib import contextmanager
 from pathlib import Path
 from torch import nn
@@ -14,9 +14,13 @@ from .config import Config, ConfigError, LABELS, DistrinewsError
 from .data import AG_NEWS_ID, hub_reachable, offline_mode, tiny_tokenizer
 
 # %% auto #0
-__all__ = ['ID2LABEL', 'LABEL2ID', 'DEFAULT_MODEL', 'BASE_LICENSES', 'CARD_METRICS', 'ModelError', 'tiny_config', 'set_dropout',
-           'check_not_sharded', 'load_model', 'enable_checkpointing', 'apply_options', 'unwrap', 'quiet_progress_bars',
-           'save_model', 'is_hub_id', 'public_name', 'eval_set', 'card_data', 'card_text', 'write_model_card']
+__all__ = ['ID2LABEL', 'LABEL2ID', 'DEFAULT_MODEL', 'MAX_LABELS', 'MAX_SIZE', 'CONFIG_SIZES', 'VOCAB_FILES', 'DISK_ERRNOS',
+           'DISK_MESSAGES', 'TORCH_WRITE_FAILED', 'LOW_SPACE', 'BASE_LICENSES', 'CARD_METRICS', 'ModelError',
+           'tiny_config', 'set_dropout', 'check_safetensors_weights', 'check_not_sharded', 'load_model',
+           'enable_checkpointing', 'apply_options', 'unwrap', 'quiet_progress_bars', 'save_model',
+           'check_trained_config', 'check_weights_file', 'check_tokenizer_files', 'load_trained', 'DiskError',
+           'free_bytes', 'free_space', 'disk_problem', 'save_errors', 'check_writable', 'is_hub_id', 'public_name',
+           'eval_set', 'card_data', 'card_text', 'write_model_card']
 
 # %% ../nbs/02_model.ipynb #b4b2893b
 class ModelError(DistrinewsError):
@@ -40,6 +44,18 @@ def set_dropout(model: nn.Module, p: float) -> nn.Module:
         if isinstance(m, nn.Dropout): m.p = p
     return model
 
+# %% ../nbs/02_model.ipynb #d05237cd
+def check_safetensors_weights(path: str | Path) -> None:
+    "A `ModelError` if folder `path` has pickle weights (`pytorch_model.bin`, ...) but no safetensors: distrinews never unpickles."
+    p = Path(path)
+    if any(p.glob("*.safetensors")) or (p/"model.safetensors.index.json").is_file() or (p/"sharded").is_dir(): return
+    pickles = sorted(f.name for f in p.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl") and f.name != "optimizer.pt")
+    if pickles:
+        raise ModelError(f"{p}: only pickle weights ({', '.join(pickles)}), no model.safetensors; distrinews never unpickles "
+                         "weights (a pickle can run code). If you trust the file, convert it once: load it with transformers "
+                         "and save_pretrained() it again (writes model.safetensors)")
+
+
 # %% ../nbs/02_model.ipynb #0d1f40ed
 def _from_pretrained(name: str, **kw):
     tok = AutoTokenizer.from_pretrained(name, **kw)
@@ -55,7 +71,9 @@ def check_not_sharded(path: Path) -> None:
         raise ModelError(f"{path}: the sharded training state of an FSDP run (for --resume), not a model; "
                          f"load the run's best/ folder")
 
-def load_model(name: str = DEFAULT_MODEL, dropout: float | None = None) -> tuple[nn.Module, object]:
+def load_model(name: str = DEFAULT_MODEL, dropout: float | None = None,
+               strict: bool = False,   # a trained checkpoint: refuse missing or unexpected weights (`load_trained`)
+              ) -> tuple[nn.Module, object]:
     "A sequence classifier with the AG News labels and its tokenizer, from `tiny`, a local dir or the Hub."
     if name == "tiny":
         tok = tiny_tokenizer()
@@ -64,8 +82,11 @@ def load_model(name: str = DEFAULT_MODEL, dropout: float | None = None) -> tuple
         path = Path(name).expanduser()
         if not (path/"config.json").is_file(): raise ModelError(f"{path}: not a model folder (no config.json)")
         check_not_sharded(path)
-        try: model, tok = _from_pretrained(str(path))
-        except (OSError, ValueError) as e: raise ModelError(f"{path}: could not load the model: {e}") from None
+        check_safetensors_weights(path)
+        if strict: model, tok = load_trained(path, num_labels=len(LABELS), id2label=ID2LABEL, label2id=LABEL2ID)
+        else:
+            try: model, tok = _from_pretrained(str(path))
+            except (OSError, ValueError) as e: raise ModelError(f"{path}: could not load the model: {e}") from None
     else:
         try: model, tok = _from_pretrained(name, local_files_only=True)    # cached copy: works offline
         except OSError:
@@ -128,6 +149,151 @@ def save_model(model: nn.Module,   # the model, possibly wrapped in DDP / `torch
         m.save_pretrained(path, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(path)
     return path
+
+# %% ../nbs/02_model.ipynb #61eaa3b5
+MAX_LABELS = 10_000          # a classifier head wider than this is a damaged config, not a model
+MAX_SIZE = 10_000_000        # any other size in a config (vocabulary, positions, width, layers) at most this
+CONFIG_SIZES = ("vocab_size", "max_position_embeddings", "dim", "hidden_dim", "n_layers", "n_heads", "hidden_size",
+                "intermediate_size", "num_hidden_layers", "num_attention_heads", "n_positions", "n_embd", "n_layer", "n_head")
+VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model")   # one of them
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return f"{type(e).__name__}: {s.splitlines()[0][:300]}" if s else type(e).__name__
+
+def check_trained_config(path: str | Path) -> dict:
+    "The `config.json` of checkpoint folder `path` as a dict, or a `ModelError` naming the first bad size or label field."
+    p = Path(path)/"config.json"
+    try: cfg = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e: raise ModelError(f"{p}: not a readable JSON config ({_first_line(e)})") from None
+    if not isinstance(cfg, dict): raise ModelError(f"{p}: expected a JSON object, got {type(cfg).__name__}")
+    def check_size(k, limit):
+        v = cfg.get(k)
+        if v is not None and (type(v) is not int or not 1 <= v <= limit):
+            raise ModelError(f"{p}: {k} must be an integer in 1..{limit:,}, got {v!r}")
+    for k in CONFIG_SIZES: check_size(k, MAX_SIZE)
+    check_size("num_labels", MAX_LABELS)
+    id2label = cfg.get("id2label")
+    if id2label is not None:
+        if not isinstance(id2label, dict) or not id2label: raise ModelError(f"{p}: id2label must be a non-empty mapping of class id to name")
+        if len(id2label) > MAX_LABELS: raise ModelError(f"{p}: id2label has {len(id2label):,} classes, over the limit of {MAX_LABELS:,}")
+        try: ids = sorted(int(k) for k in id2label)
+        except ValueError: raise ModelError(f"{p}: id2label keys must be class ids 0..N-1, got {sorted(id2label)[:5]}") from None
+        if ids != list(range(len(ids))):
+            gaps = sorted(set(range(max(ids[-1] + 1, 0))) - set(ids))[:5]
+            raise ModelError(f"{p}: id2label must number its classes 0..{len(ids) - 1} without gaps, got ids {ids[:8]}"
+                             + (f" (missing {gaps})" if gaps else ""))
+        if cfg.get("num_labels") not in (None, len(ids)):
+            raise ModelError(f"{p}: num_labels is {cfg['num_labels']} but id2label names {len(ids)} classes")
+    return cfg
+
+def check_weights_file(path: str | Path) -> dict[str, list[int]]:
+    "Name -> shape of each tensor in `path/model.safetensors` (its header only), or a `ModelError` if the file is damaged."
+    from safetensors import safe_open
+    f = Path(path)/"model.safetensors"
+    try:
+        with safe_open(str(f), "pt") as sf: return {k: list(sf.get_slice(k).get_shape()) for k in sf.keys()}
+    except Exception as e:   # empty, truncated or garbage: safetensors checks the header against the file's size
+        raise ModelError(f"{f}: not a readable safetensors file ({_first_line(e)}); the checkpoint is damaged") from None
+
+def check_tokenizer_files(path: str | Path) -> None:
+    "A `ModelError` unless folder `path` holds a tokenizer vocabulary (without one transformers builds a 5-token tokenizer)."
+    if not any((Path(path)/f).is_file() for f in VOCAB_FILES):
+        raise ModelError(f"{path}: no tokenizer vocabulary (none of {', '.join(VOCAB_FILES)}); the checkpoint is incomplete: "
+                         "copy the tokenizer files of the run's best/ back (tokenizer.json, tokenizer_config.json)")
+
+
+# %% ../nbs/02_model.ipynb #8d9ca539
+def load_trained(path: str | Path,   # a checkpoint folder written by `save_model` (the trainer's best/ or last/)
+                 **kw,               # for `from_pretrained` (e.g. `num_labels`, `id2label`, `label2id`)
+                ) -> tuple[nn.Module, object]:
+    "Model and tokenizer of trained checkpoint `path`; a one-line `ModelError` if anything is damaged, missing or left over."
+    p = Path(path)
+    cfg = check_trained_config(p)
+    check_safetensors_weights(p)
+    if (p/"model.safetensors").is_file(): check_weights_file(p)
+    check_tokenizer_files(p)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()      # transformers' loading report: the one line below says what matters
+    try:
+        with quiet_progress_bars():
+            tok = AutoTokenizer.from_pretrained(p)
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                p, use_safetensors=True, output_loading_info=True, ignore_mismatched_sizes=True, **kw)   # reported, refused below
+    except Exception as e: raise ModelError(f"{p}: could not load the checkpoint: {_first_line(e)}") from None
+    finally: hf_logging.set_verbosity(verbosity)
+    bad = [(what, sorted(info.get(key) or [])) for what, key in
+           (("missing", "missing_keys"), ("unexpected", "unexpected_keys"), ("mis-shaped", "mismatched_keys"))]
+    bad = [f"{len(names)} {what} ({', '.join(map(str, names[:3]))}{', ...' if len(names) > 3 else ''})" for what, names in bad if names]
+    if bad:
+        raise ModelError(f"{p}: its weights do not match its config.json ({cfg.get('model_type', '?')}): {'; '.join(bad)}; "
+                         "a damaged or foreign checkpoint (transformers would fill the gaps with random weights)")
+    if len(tok) > model.config.vocab_size:
+        raise ModelError(f"{p}: its tokenizer has {len(tok):,} tokens, the model's vocabulary only {model.config.vocab_size:,}")
+    return model, tok
+
+
+# %% ../nbs/02_model.ipynb #1b874e7d
+DISK_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+               errno.EROFS: "read-only file system", errno.EFBIG: "file too large for the file system"}
+DISK_MESSAGES = {"No space left": "no space left on device", "StorageFull": "no space left on device",
+                 "Disk quota": "disk quota exceeded", "Read-only file system": "read-only file system",
+                 "ReadOnlyFilesystem": "read-only file system"}
+TORCH_WRITE_FAILED = ("file write failed", "inline_container.cc", "iostream error")   # torch's writer says neither errno nor "disk"
+LOW_SPACE = 64 * 2**20   # bytes: under this, a failed torch write is taken for a full disk
+
+class DiskError(DistrinewsError):
+    "A checkpoint could not be written: the disk is full or read-only; the message names the folder and the space left."
+
+def free_bytes(path: Path) -> int | None:
+    "Free bytes on the file system of `path` (or of its nearest existing parent); None if it cannot be asked."
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent: p = p.parent
+    try: return shutil.disk_usage(p).free
+    except OSError: return None
+
+def free_space(path: Path) -> str:
+    "The free space on the file system of `path`, e.g. `1.2 GiB free`."
+    free = free_bytes(path)
+    if free is None: return "free space unknown"
+    return f"{free / 2**30:.1f} GiB free" if free >= 2**30 else f"{free / 2**20:.1f} MiB free"
+
+def disk_problem(e: BaseException, folder: Path | None = None) -> str | None:
+    "What is wrong with the disk if `e` (or the error it came from) is a full or read-only disk's error; else None."
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in DISK_ERRNOS: return DISK_ERRNOS[e.errno]
+        for marker, what in DISK_MESSAGES.items():
+            if marker in str(e): return what
+        if folder is not None and any(m in str(e) for m in TORCH_WRITE_FAILED):
+            free = free_bytes(folder)
+            if free is not None and free < LOW_SPACE: return "no space left on device"
+        e = e.__cause__ or e.__context__
+    return None
+
+@contextlib.contextmanager
+def save_errors(folder: Path):
+    "Inside the block, a full or read-only disk's error becomes one `DiskError` line naming `folder` and its free space."
+    try: yield
+    except Exception as e:
+        what = disk_problem(e, folder)
+        if what is None: raise
+        raise DiskError(f"save: could not write {folder}: {what} ({free_space(folder)} there); the previous checkpoint "
+                        f"is kept. Free some space (or choose another --output) and continue with --resume") from None
+
+def check_writable(folder: Path) -> None:
+    "Create `folder` if needed and write (then remove) a file in it; a `DistrinewsError` naming it if that fails."
+    folder = Path(folder)
+    probe = folder/f".distrinews-write-test-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise DistrinewsError(f"output: cannot write into {folder}: {e.strerror or e} ({free_space(folder)} there); "
+                              f"choose another --output") from None
+
 
 # %% ../nbs/02_model.ipynb #412455ee
 BASE_LICENSES = {"distilbert-base-uncased": "apache-2.0", "distilbert/distilbert-base-uncased": "apache-2.0",

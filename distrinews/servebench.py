@@ -8,18 +8,17 @@ import asyncio, json, math, os, subprocess, sys, tempfile, time
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Coroutine, Sequence
 from .bench import (
     BENCHMARKS, bench_lengths, bench_meta, bench_strategies, bench_train, check_benchmarks, cpu_bf16, default_precisions,
     default_world_sizes, hardware_label, make_run_id, portable_name, projection_rows, rows_table, run_dir, write_results)
 from .config import Config, ConfigError
 from .data import load_source, train_val_split
-from .api import run_async
 from .ddp import describe_hardware, free_port
 from .model import load_model
 
 # %% auto #0
-__all__ = ['HEADLINES', 'WORKER', 'serve_worker', 'serve_in_subprocess', 'drive', 'bench_serve', 'held_out_texts',
+__all__ = ['HEADLINES', 'WORKER', 'serve_worker', 'serve_in_subprocess', 'drive', 'run_async', 'bench_serve', 'held_out_texts',
            'run_benchmarks', 'run_bench']
 
 # %% ../nbs/07b_serving_bench.ipynb #1304d023
@@ -130,6 +129,14 @@ def _pct(xs: Sequence[float], q: float) -> float:
     "The `q` quantile (0..1) of `xs`, nearest rank."
     s = sorted(xs)
     return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))] if s else float("nan")
+
+# %% ../nbs/07b_serving_bench.ipynb #725b8040
+def run_async(coro: Coroutine):
+    """Run `coro` to completion from synchronous code and return its result: in a fresh event loop on a thread of its
+    own, so it works in a script and in a Jupyter kernel alike (the kernel's loop already runs there, and
+    `asyncio.run` refuses to start a second one in the same thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(1) as ex: return ex.submit(asyncio.run, coro).result()
 
 # %% ../nbs/07b_serving_bench.ipynb #4a76f0b5
 def _start_servers(stack: ExitStack, checkpoint, systems, dtypes, texts, threads, opts) -> dict:

@@ -10,7 +10,7 @@ import torch
 from .config import Config, DistrinewsError, add_config_args, config_from_args, load_config
 from .data import check_split, load_source, tokenize
 from .ddp import DistEnv, abort_distributed, cleanup_distributed, free_port, main_process_first, rank_print, setup_distributed
-from .model import ModelError, load_model
+from .model import ModelError, check_writable, load_model
 from .loop import (Callback, attach_callbacks, build_model_and_data, build_optimizer, evaluate, finish, fit,
                    make_loader, start_run)
 from .checkpoint import Checkpointer, check_disk_space, check_output, check_rows, prepare_output, resume
@@ -113,9 +113,20 @@ def _run_rank(fn, err_dir: str, *args):
         Path(err_dir, f"rank{rank}.json").write_text(json.dumps(rec))
         raise
 
-def _failure_message(err_dir: str) -> str:
+def _failure_message(err_dir: str,
+                     failures: dict | None = None,   # rank -> torch elastic's `ProcessFailure` (exit code, signal)
+                    ) -> str:
     "One line from the ranks' error records: the rank whose error caused the failure, and that error."
     recs = [json.loads(p.read_text()) for p in Path(err_dir).glob("rank*.json")]
+    recorded = {r["rank"] for r in recs}
+    # a rank ended by a signal (kill -9, the out-of-memory killer) records nothing: its peers' errors ("Connection
+    # reset by peer") are consequences, so it is the one to name
+    killed = sorted((f.timestamp, rank) for rank, f in (failures or {}).items() if f.exitcode < 0 and rank not in recorded)
+    if killed:
+        rank = killed[0][1]
+        f = failures[rank]
+        return (f"rank {rank} died first: killed by signal {f.signal_name()} (pid {f.pid}), without a Python error (out of "
+                f"memory? killed from outside?); the other ranks stopped because it did")
     def consequence(r):   # a rank whose collective broke (or that was stopped) because a peer failed
         return r["type"] in ("SignalException", "KeyboardInterrupt") or any(x in r["message"] for x in BROKEN_COLLECTIVE)
     if not recs: return "a process failed without recording an error (killed? out of memory?)"
@@ -141,7 +152,7 @@ def launch_fn(fn,           # a module-level function (spawned processes import 
     try:
         with tempfile.TemporaryDirectory() as err_dir:
             try: return elastic_launch(conf, _run_rank)(fn, err_dir, *args)[0]
-            except ChildFailedError: raise RankFailed(_failure_message(err_dir)) from None
+            except ChildFailedError as e: raise RankFailed(_failure_message(err_dir, e.failures)) from None
     finally:
         for q, level in zip(quiet, levels): q.setLevel(level)
 
@@ -163,7 +174,7 @@ def evaluate_checkpoint(checkpoint: str,         # a model folder (OUT/best or O
     "Metrics (accuracy, precision, recall, macro_f1, loss, n, confusion) of `checkpoint` on the `data` source."
     env = setup_distributed()
     try:
-        model, tok = load_model(checkpoint)
+        model, tok = load_model(checkpoint, strict=True)   # a trained checkpoint: every weight accounted for
         model.to(env.device)
         with main_process_first(): ds = tokenize(load_source(data, "test", drop_invalid), tok, max_length)
         metrics = evaluate(model, make_loader(ds, tok, batch_size, env, shuffle=False), env)
@@ -181,6 +192,7 @@ def preflight(cfg: Config) -> None:
     if cfg.eval_data: load_source(cfg.eval_data, "test", cfg.drop_invalid, seed=cfg.seed)
     else: check_split(list(train_ds["label"]), cfg.val_fraction, cfg.data)
     load_model(cfg.model)
+    check_writable(Path(cfg.output))   # a read-only --output: one line before any process starts (bad input first: no folder)
 
 def run_train(args) -> int:
     "`distrinews train`: train with the flags' configuration, then print one line of results."
@@ -207,7 +219,7 @@ def run_eval(args) -> int:
     check_checkpoint_dir(args.checkpoint)
     if "WORLD_SIZE" not in os.environ:
         load_source(args.data, "test", args.drop_invalid)
-        load_model(args.checkpoint)
+        load_model(args.checkpoint, strict=True)
     m = launch_fn(evaluate_checkpoint, (args.checkpoint, args.data, args.batch_size, args.max_length, args.drop_invalid), args.nproc)
     if int(os.environ.get("RANK", 0)) == 0: print(json.dumps(m))
     return 0

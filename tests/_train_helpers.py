@@ -46,6 +46,17 @@ if os.environ.get("DISTRINEWS_FAIL_RANK"):
             raise RuntimeError("injected failure at step 3")
         return _orig(*args, **kw)
     t.optimizer_step = optimizer_step
+if os.environ.get("DISTRINEWS_KILL_RANK"):          # kill -9 of one rank at its 3rd optimizer step: no Python error at all
+    import signal
+    import torch.distributed as dist
+    import distrinews.loop as t
+    _orig_k, _k = t.optimizer_step, [0]
+    def optimizer_step(*args, **kw):
+        _k[0] += 1
+        if dist.is_initialized() and dist.get_rank() == int(os.environ["DISTRINEWS_KILL_RANK"]) and _k[0] == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return _orig_k(*args, **kw)
+    t.optimizer_step = optimizer_step
 '''
 
 

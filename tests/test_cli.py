@@ -62,7 +62,8 @@ def test_runners_exist_and_read_the_parsed_names():
     from distrinews import api, loader
     assert DTYPES == loader.DTYPES
     assert SERVE_DEFAULTS == dict(queue_size=api.QUEUE_SIZE, queue_texts=api.QUEUE_TEXTS, max_texts=api.MAX_TEXTS,
-                                  max_chars=api.MAX_CHARS, body_timeout=api.BODY_TIMEOUT_S, max_connections=api.MAX_CONNECTIONS)
+                                  max_chars=api.MAX_CHARS, body_timeout=api.BODY_TIMEOUT_S, max_connections=api.MAX_CONNECTIONS,
+                                  header_timeout=api.HEADER_TIMEOUT_S)
 
 
 def test_parser_round_trips_train_flags():

@@ -1,0 +1,61 @@
+"""A full or read-only disk under a real run: one line naming the folder and the space left, exit 2, the previous
+checkpoint kept (issue 30, item 7). The disk is a real 3 MiB tmpfs (or a read-only one), mounted in a private
+user+mount namespace (`unshare -Urm`); where the kernel allows no such namespace those tests skip."""
+import errno, shlex, shutil, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+from distrinews.model import DiskError, check_writable, save_errors
+
+
+def _can_unshare() -> bool:
+    if not shutil.which("unshare"): return False
+    r = subprocess.run(["unshare", "-Urm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /tmp && touch /tmp/x"],
+                       capture_output=True, timeout=20)
+    return r.returncode == 0
+
+
+needs_ns = pytest.mark.skipif(not _can_unshare(), reason="no user+mount namespaces here (unshare -Urm)")
+TRAIN = [sys.executable, "-m", "distrinews.cli", "train", "--config", "quick", "--data", "synthetic:400", "--nproc", "1",
+         "--max-steps", "4", "--save-every", "2", "--log-every", "2"]
+
+
+def _in_small_disk(tmp_path, size: str, then: str, read_only: bool = False):
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    script = (f"mount -t tmpfs -o size={size} tmpfs {mnt} && " + (f"mount -o remount,ro {mnt} && " if read_only else "")
+              + shlex.join([*TRAIN, "--output", str(mnt / "o")]) + f"; rc=$?; {then}; exit $rc")
+    return subprocess.run(["unshare", "-Urm", "sh", "-c", script], capture_output=True, text=True, timeout=180), mnt
+
+
+@needs_ns
+def test_disk_full_during_the_optimizer_save_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
+    # 3 MiB: last/ of step 2 fits (weights 0.7 MB + optimizer 1.4 MB), the copy of step 4 does not
+    mnt = tmp_path / "disk"
+    r, _ = _in_small_disk(tmp_path, "3m", f"grep -h global_step {mnt}/o/last/trainer_state.json")
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]   # before: exit 1, a 48-line RuntimeError
+    assert err[-1].startswith(f"distrinews train: error: save: could not write {mnt}/o/last: no space left on device ("), err[-1]
+    assert "MiB free there); the previous checkpoint is kept" in err[-1]
+    assert '"global_step": 2' in r.stdout                   # the previous last/ is intact
+
+
+@needs_ns
+def test_read_only_output_is_refused_before_any_work(tmp_path):
+    r, mnt = _in_small_disk(tmp_path, "1m", "true", read_only=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]   # before: a 24-line OSError
+    assert r.stderr.strip().splitlines()[-1] == (f"distrinews train: error: output: cannot write into {mnt}/o: "
+                                                 "Read-only file system (1.0 MiB free there); choose another --output")
+    assert "distrinews: 1 process(es)" not in r.stdout + r.stderr     # refused before the run started
+
+
+def test_save_errors_names_the_folder_for_each_way_a_disk_says_full(tmp_path):
+    for e in (OSError(errno.ENOSPC, "No space left on device"), OSError(errno.EROFS, "Read-only file system"),
+              RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')):
+        with pytest.raises(DiskError, match=f"save: could not write {tmp_path}/best: "):
+            with save_errors(tmp_path / "best"): raise e
+    with pytest.raises(ValueError, match="not a disk problem"):
+        with save_errors(tmp_path / "best"): raise ValueError("not a disk problem")
+    check_writable(tmp_path / "new" / "out")                  # created, written, left empty
+    assert list((tmp_path / "new" / "out").iterdir()) == []
