@@ -87,12 +87,14 @@ class BatchRequest(BaseModel):
                                    examples=[["Stocks rally on Wall Street", "The Yankees win the pennant"]])
 
 class Prediction(BaseModel):
+    "One classified text: its label, the label's probability, all four probabilities, and whether it was cut."
     label: str = Field(description="the most likely class")
     confidence: float = Field(description="its probability")
     scores: dict[str, float] = Field(description="probability of each of the four classes")
     truncated: bool = Field(description="the text was longer than max_length tokens and was cut")
 
 class BatchResponse(BaseModel):
+    "Answer of `POST /predict/batch`: one `Prediction` per text, in input order."
     predictions: list[Prediction]
 
 def _where(loc: tuple) -> str:
@@ -460,6 +462,7 @@ def run_serve(args) -> int:
 
 # %% ../nbs/06_api.ipynb #04b8dfa6
 class NaiveRequest(BaseModel):
+    "Body of the baseline's `POST /predict`: one text, no limits checked (the baseline is deliberately plain)."
     text: str
 
 def naive_app(checkpoint: str | Path, max_length: int = 128,

@@ -14,7 +14,7 @@ CHAPTERS = sorted(p.stem for p in (Path(__file__).resolve().parents[1]/"nbs").gl
 CONCEPTS = ["ddp_vs_dataparallel", "allreduce", "distributed_sampler", "eval_dedup", "mixed_precision",
             "grad_accumulation", "exact_resume", "serving_under_load"]
 READING_ORDER = (["index.ipynb", "kaggle_colab.qmd", "concepts/index.qmd"] + [f"concepts/{c}.qmd" for c in CONCEPTS]
-                 + [f"{c}.ipynb" for c in CHAPTERS] + ["publish.qmd", "benchmarks.qmd", "architecture.qmd"])
+                 + [f"{c}.ipynb" for c in CHAPTERS] + ["publish.qmd", "benchmark_results.qmd", "architecture.qmd"])
 GH = "https://github.com/distrinews/distrinews/blob/main/nbs"
 
 
