@@ -10,14 +10,19 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['LABELS', 'PRECISIONS', 'STRATEGIES', 'METRICS', 'PRESETS', 'DistrinewsError', 'ConfigError', 'Config', 'auto_preset',
-           'preset_config', 'load_config', 'save_config', 'add_config_args', 'config_from_args']
+__all__ = ['LABELS', 'PRECISIONS', 'STRATEGIES', 'METRICS', 'REPO_URL', 'REPORT_URL', 'PRESETS', 'DistrinewsError', 'ConfigError',
+           'Config', 'auto_preset', 'preset_config', 'load_config', 'save_config', 'add_config_args',
+           'config_from_args']
 
 # %% ../nbs/00_config.ipynb #9027b5ce
 LABELS: tuple[str, ...] = ("World", "Sports", "Business", "Sci/Tech")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 STRATEGIES = ("ddp", "fsdp")
 METRICS = ("accuracy", "macro_f1", "loss")
+
+# %% ../nbs/00_config.ipynb #afb15874
+REPO_URL = "https://github.com/distrinews/distrinews"            # settings.ini git_url
+REPORT_URL = f"{REPO_URL}/blob/main/benchmarks/report.py"     # draws the benchmark tables and plots; not in the wheel
 
 # %% ../nbs/00_config.ipynb #3679d50e
 class DistrinewsError(ValueError):
