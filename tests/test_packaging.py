@@ -59,3 +59,25 @@ def test_bench_names_where_the_report_script_is():
     assert REPORT_URL in next(a.help for a in bench._actions if a.dest == "out")
     import inspect, distrinews.servebench as sb
     assert "REPORT_URL" in inspect.getsource(sb.main if hasattr(sb, "main") else sb)
+
+
+def _floors_check():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("floors_check", ROOT / "tools" / "floors_check.py")
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
+
+
+def test_floors_file_has_the_numbers_of_settings_ini(tmp_path):
+    fc = _floors_check()
+    assert FLOORS.is_file(), "tools/floors.txt (the constraints file .ci/run installs) is missing"
+    assert fc.problems(ROOT) == []
+    assert {"torch", "transformers", "datasets", "accelerate"} <= set(fc.file_floors())
+    for line in FLOORS.read_text().splitlines():   # every pin says why it is where it is
+        if "==" in line and not line.startswith("#"): assert "#" in line, f"tools/floors.txt: no reason beside {line!r}"
+    # the check itself: a floor raised in one place only is reported
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "settings.ini").write_text("[DEFAULT]\nrequirements = torch>=2.6 datasets>=2.21 fastcore>=1.10,<2\n")
+    (tmp_path / "tools" / "floors.txt").write_text("torch==2.6  # x\ndatasets==2.19  # y\nfastcore==1.10  # z\npandas==2.0  # w\n")
+    assert fc.problems(tmp_path) == ["datasets: settings.ini says >=2.21, tools/floors.txt says 2.19",
+                                     "pandas: tools/floors.txt pins 2.0, settings.ini declares no such floor"]
