@@ -399,7 +399,7 @@ clf = pipeline("text-classification", model="<this repository or folder>")
 clf("NASA scientists discovered a distant planet")
 ```
 
-or serve it over HTTP: `distrinews serve --checkpoint <this folder>` (`pip install distrinews`).
+or serve it over HTTP: `distrinews serve --checkpoint <this folder>` (`pip install git+https://github.com/distrinews/distrinews`: distrinews is installed from its repository, no package index serves it).
 
 ## Limits
 
