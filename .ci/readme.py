@@ -5,9 +5,10 @@
     python .ci/readme.py --check  # exit 1, saying so, when README.md differs from what index.ipynb makes
 
 What it does, cell by cell:
-* markdown cells are copied as they are, except that relative links to pages of the site are rewritten
-  so they work on GitHub: `04_trainer.ipynb` -> `nbs/04_trainer.ipynb` (GitHub renders notebooks), and
-  `kaggle_colab.qmd` -> the page on the published site (GitHub shows a .qmd as plain text);
+* markdown cells are copied as they are, except that relative links are made absolute, because README.md is
+  also the package's long description on PyPI, where a relative link resolves nowhere: `04_trainer.ipynb` ->
+  `<git_url>/blob/<branch>/nbs/04_trainer.ipynb` (GitHub renders notebooks), and `kaggle_colab.qmd` -> the
+  page on the published site (GitHub shows a .qmd as plain text);
 * code cells are skipped when nbdev hides them in the docs (`#| hide`, `#| include: false`, `#| export`,
   `#| exporti`) or hold only directives (`#| default_exp ...`); otherwise the code (directives removed)
   goes in a ```python fence, unless `#| echo: false`, followed by its text outputs in a plain fence,
@@ -55,7 +56,7 @@ def _strip_directives(source: str) -> str:
     return "\n".join(lines).strip("\n")
 
 
-def _rewrite_target(target: str, nbs: Path, site: str) -> str:
+def _rewrite_target(target: str, nbs: Path, site: str, blob: str) -> str:
     if re.match(r"^[a-zA-Z][\w+.-]*:", target) or target.startswith(("#", "/")): return target
     path, sep, frag = target.partition("#")
     if not path: return target
@@ -63,12 +64,12 @@ def _rewrite_target(target: str, nbs: Path, site: str) -> str:
     if p.suffix == ".qmd" and (nbs / p).is_file():
         return f"{site}/{p.with_suffix('.html').as_posix()}" + (sep + frag if sep else "")
     if p.suffix == ".ipynb" or (nbs / p).exists():
-        return f"{nbs.name}/{p.as_posix()}" + (sep + frag if sep else "")
+        return f"{blob}/{nbs.name}/{p.as_posix()}" + (sep + frag if sep else "")
     return target
 
 
-def rewrite_links(md: str, nbs: Path, site: str) -> str:
-    "Rewrite relative links of `md` (a page in `nbs`) to work from the repository root; code is left alone."
+def rewrite_links(md: str, nbs: Path, site: str, blob: str) -> str:
+    "Make the relative links of `md` (a page in `nbs`) absolute (`blob`: the repository's files on GitHub); code is left alone."
     out, fenced = [], None
     for line in md.split("\n"):
         m = _FENCE.match(line)
@@ -78,10 +79,10 @@ def rewrite_links(md: str, nbs: Path, site: str) -> str:
         if m: fenced = m.group(1); out.append(line); continue
         parts, last = [], 0   # rewrite outside code spans only
         for cs in _CODESPAN.finditer(line):
-            parts.append(_LINK.sub(lambda x: x.group(1) + _rewrite_target(x.group(2), nbs, site) + x.group(3),
+            parts.append(_LINK.sub(lambda x: x.group(1) + _rewrite_target(x.group(2), nbs, site, blob) + x.group(3),
                                    line[last:cs.start()]))
             parts.append(cs.group(0)); last = cs.end()
-        parts.append(_LINK.sub(lambda x: x.group(1) + _rewrite_target(x.group(2), nbs, site) + x.group(3), line[last:]))
+        parts.append(_LINK.sub(lambda x: x.group(1) + _rewrite_target(x.group(2), nbs, site, blob) + x.group(3), line[last:]))
         out.append("".join(parts))
     return "\n".join(out)
 
@@ -103,11 +104,12 @@ def make_readme(root: Path = ROOT) -> str:
     nbs = root / cfg.get("nbs_path", "nbs")
     nb = json.loads((nbs / cfg.get("readme_nb", "index.ipynb")).read_text(encoding="utf-8"))
     site = cfg.get("doc_host", "").rstrip("/") + cfg.get("doc_baseurl", "")
+    blob = f"{cfg['git_url'].rstrip('/')}/blob/{cfg.get('branch', 'main')}"
     blocks = []
     for cell in nb["cells"]:
         src = _src(cell)
         if cell["cell_type"] == "markdown":
-            if src.strip(): blocks.append(rewrite_links(src.strip("\n"), nbs, site))
+            if src.strip(): blocks.append(rewrite_links(src.strip("\n"), nbs, site, blob))
             continue
         if cell["cell_type"] != "code": continue
         d = directives(src)

@@ -91,12 +91,14 @@ class BatchRequest(BaseModel):
                                    examples=[["Stocks rally on Wall Street", "The Yankees win the pennant"]])
 
 class Prediction(BaseModel):
+    "One classified text: its label, the label's probability, all four probabilities, and whether it was cut."
     label: str = Field(description="the most likely class")
     confidence: float = Field(description="its probability")
     scores: dict[str, float] = Field(description="probability of each of the four classes")
     truncated: bool = Field(description="the text was longer than max_length tokens and was cut")
 
 class BatchResponse(BaseModel):
+    "Answer of `POST /predict/batch`: one `Prediction` per text, in input order."
     predictions: list[Prediction]
 
 def _where(loc: tuple) -> str:
@@ -279,8 +281,7 @@ def render_page(**values) -> str:
     return page
 
 # %% ../nbs/06_api.ipynb #42c816ed
-def _prediction_json(p: dict) -> dict:
-    return {"label": p["label"], "confidence": p["confidence"], "scores": p["scores"], "truncated": p["truncated"]}
+def _prediction_json(p: dict) -> dict: return {k: p[k] for k in ("label", "confidence", "scores", "truncated")}
 
 def _schema(model: type[BaseModel]) -> dict:
     "OpenAPI request body for a route that reads its body itself."
@@ -485,9 +486,9 @@ def header_deadline(timeout_s: float = HEADER_TIMEOUT_S) -> type:
             if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete): self.transport.close()
     return HeaderDeadline
 
-
 # %% ../nbs/06_api.ipynb #04b8dfa6
 class NaiveRequest(BaseModel):
+    "Body of the baseline's `POST /predict`: one text, no limits checked (the baseline is deliberately plain)."
     text: str
 
 def naive_app(checkpoint: str | Path, max_length: int = 128,

@@ -238,13 +238,12 @@ def output_bytes(n_params: int,     # parameters of the model
 
 def check_disk_space(run: Run) -> dict:
     "Before the first step: refuse, in one line naming the estimate, the free space and the fix, a run whose checkpoints do not fit at its output."
-    from distrinews.model import unwrap
+    from distrinews.model import human_size as gb, unwrap
     params = list(unwrap(run.model).parameters())                 # FSDP's sharded parameters count their full size
     need = output_bytes(sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad))
     held = sum(f.stat().st_size for d in ("best", "last") if (run.out/d).is_dir() for f in (run.out/d).rglob("*") if f.is_file())
     free = shutil.disk_usage(run.out).free                        # a resumed run replaces what it holds: that space counts
     if need["peak"] - held > free:
-        gb = lambda b: f"{b / 1e9:.1f} GB"
         raise ConfigError(f"output: this run writes about {gb(need['peak'])} to {run.out} (best/ {gb(need['best'])} of fp32 weights, "
                           f"last/ {gb(need['last'])} of weights and AdamW state, and one of them again while it replaces the old "
                           f"copy), but only {gb(free + held)} is free there; give --output a folder on a disk with room "

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, contextlib, importlib, os, re, socket, sys, urllib.parse
 from pathlib import Path
-from .config import DistrinewsError, add_config_args
+from .config import REPORT_URL, DistrinewsError, add_config_args
 
 # %% auto #0
 __all__ = ['COMMANDS', 'DTYPES', 'SERVE_DEFAULTS', 'DTYPE_HELP', 'LOG_LEVELS', 'DOCTOR_TIMEOUT_S', 'FLAGS', 'DEMO_TEXTS',
@@ -96,7 +96,7 @@ def add_bench_args(p: argparse.ArgumentParser):
     p.add_argument("--serve-requests", type=int, default=400, help="requests per concurrency level")
     p.add_argument("--serve-dtypes", default="fp32,auto", help="distrinews serving precisions (default: fp32,auto)")
     p.add_argument("--checkpoint", default=None, help="checkpoint to serve (default: the 1-process training run's best/)")
-    p.add_argument("--out", default="benchmarks", help="folder for results/ (benchmarks/report.py draws plots/ and README.md from it)")
+    p.add_argument("--out", default="benchmarks", help="folder for results/ (benchmarks/report.py, in the repository, not in the wheel: " + REPORT_URL + ", draws plots/ and README.md from it)")
     p.add_argument("--run-id", default=None)
 
 # %% ../nbs/08_cli.ipynb #53ccca6f

@@ -10,14 +10,19 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['LABELS', 'PRECISIONS', 'STRATEGIES', 'METRICS', 'PRESETS', 'DistrinewsError', 'ConfigError', 'Config', 'auto_preset',
-           'preset_config', 'load_config', 'save_config', 'add_config_args', 'config_from_args']
+__all__ = ['LABELS', 'PRECISIONS', 'STRATEGIES', 'METRICS', 'REPO_URL', 'REPORT_URL', 'PRESETS', 'DistrinewsError', 'ConfigError',
+           'Config', 'auto_preset', 'preset_config', 'load_config', 'save_config', 'add_config_args',
+           'config_from_args']
 
 # %% ../nbs/00_config.ipynb #9027b5ce
 LABELS: tuple[str, ...] = ("World", "Sports", "Business", "Sci/Tech")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 STRATEGIES = ("ddp", "fsdp")
 METRICS = ("accuracy", "macro_f1", "loss")
+
+# %% ../nbs/00_config.ipynb #afb15874
+REPO_URL = "https://github.com/distrinews/distrinews"            # settings.ini git_url
+REPORT_URL = f"{REPO_URL}/blob/main/benchmarks/report.py"     # draws the benchmark tables and plots; not in the wheel
 
 # %% ../nbs/00_config.ipynb #3679d50e
 class DistrinewsError(ValueError):
@@ -78,7 +83,6 @@ class Config:
 # %% ../nbs/00_config.ipynb #5f7313c1
 def _coerce(name: str, value, tp):
     "Convert `value` to the annotated type `tp` of field `name`, or raise a `ConfigError` naming it."
-    tp = eval(tp, vars(typing) | {"str": str, "int": int, "float": float, "bool": bool}) if isinstance(tp, str) else tp
     args = typing.get_args(tp)
     if value is None:
         if type(None) in args: return None
@@ -103,7 +107,8 @@ def _coerce(name: str, value, tp):
 # %% ../nbs/00_config.ipynb #0944f4b7
 def _validate(c: Config) -> None:
     "Coerce every field of `c` in place and check its range; raise `ConfigError` naming the first bad field."
-    for f in fields(c): setattr(c, f.name, _coerce(f.name, getattr(c, f.name), f.type))
+    hints = typing.get_type_hints(type(c))   # the annotations as types (they are strings under `from __future__ import annotations`)
+    for f in fields(c): setattr(c, f.name, _coerce(f.name, getattr(c, f.name), hints[f.name]))
     def check(ok: bool, name: str, what: str):
         if not ok: raise ConfigError(f"{name}: {what}, got {getattr(c, name)!r}")
     check(c.lr > 0, "lr", "must be > 0")

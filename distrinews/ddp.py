@@ -247,9 +247,9 @@ def main_process_first():
     if get_rank() == 0: barrier()
 
 def seed_everything(seed: int) -> None:
-    "Seed Python's and torch's (CPU and CUDA) random generators."
-    random.seed(seed)
-    torch.manual_seed(seed)
+    "Seed Python's, numpy's and torch's (CPU and CUDA) random generators: `transformers.set_seed` does all of them."
+    from transformers import set_seed
+    set_seed(seed)
 
 # %% ../nbs/03_ddp.ipynb #5c00ec93
 from pathlib import Path

@@ -80,10 +80,15 @@ def resolve_dtype(dtype: str, device: torch.device) -> str:
 
 # %% ../nbs/05_loader.ipynb #f180ab50
 def quantize_int8(model: nn.Module) -> nn.Module:
-    "A copy of `model` whose `nn.Linear` layers have int8 weights (dynamic quantization, CPU only)."
-    from torch.ao.quantization import quantize_dynamic
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # torch announces the move of eager quantization to torchao
+    """A copy of `model` whose `nn.Linear` layers have int8 weights (dynamic quantization, CPU only).
+    Bound to the torch versions that still ship `torch.ao.quantization` (deprecated since torch 2.10, its successor is
+    torchao's `quantize_`; distrinews tests int8 up to torch 2.13): without it, one line says so."""
+    try: from torch.ao.quantization import quantize_dynamic
+    except ImportError:
+        raise ModelError(f"int8: this torch ({torch.__version__}) has no torch.ao.quantization (removed after its deprecation); "
+                         "serve in fp32 or bf16, or install torch <= 2.13 for int8") from None
+    with warnings.catch_warnings():   # the deprecation notices of exactly this path (see the docstring); others still show
+        warnings.filterwarnings("ignore", message=r"(?s).*(torch\.ao\.quantization is deprecated|quantize_per_tensor)")
         return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
 
 def cast_model(model: nn.Module, dtype: str) -> nn.Module:

@@ -19,8 +19,8 @@ __all__ = ['ID2LABEL', 'LABEL2ID', 'DEFAULT_MODEL', 'MAX_LABELS', 'MAX_SIZE', 'C
            'tiny_config', 'set_dropout', 'check_safetensors_weights', 'check_not_sharded', 'load_model',
            'enable_checkpointing', 'apply_options', 'unwrap', 'quiet_progress_bars', 'save_model',
            'check_trained_config', 'check_weights_file', 'check_tokenizer_files', 'load_trained', 'DiskError',
-           'free_bytes', 'free_space', 'disk_problem', 'save_errors', 'check_writable', 'is_hub_id', 'public_name',
-           'eval_set', 'card_data', 'card_text', 'write_model_card']
+           'free_bytes', 'human_size', 'free_space', 'disk_problem', 'save_errors', 'check_writable', 'is_hub_id',
+           'public_name', 'eval_set', 'card_data', 'card_text', 'write_model_card']
 
 # %% ../nbs/02_model.ipynb #b4b2893b
 class ModelError(DistrinewsError):
@@ -252,11 +252,14 @@ def free_bytes(path: Path) -> int | None:
     try: return shutil.disk_usage(p).free
     except OSError: return None
 
+def human_size(n: float) -> str:
+    "`n` bytes for a person: `1.2 GiB`, `3.0 MiB`, `512 KiB`."
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
 def free_space(path: Path) -> str:
     "The free space on the file system of `path`, e.g. `1.2 GiB free`."
     free = free_bytes(path)
-    if free is None: return "free space unknown"
-    return f"{free / 2**30:.1f} GiB free" if free >= 2**30 else f"{free / 2**20:.1f} MiB free"
+    return "free space unknown" if free is None else f"{human_size(free)} free"
 
 def disk_problem(e: BaseException, folder: Path | None = None) -> str | None:
     "What is wrong with the disk if `e` (or the error it came from) is a full or read-only disk's error; else None."
@@ -396,7 +399,7 @@ clf = pipeline("text-classification", model="<this repository or folder>")
 clf("NASA scientists discovered a distant planet")
 ```
 
-or serve it over HTTP: `distrinews serve --checkpoint <this folder>` (`pip install distrinews`).
+or serve it over HTTP: `distrinews serve --checkpoint <this folder>` (`pip install git+https://github.com/distrinews/distrinews`: distrinews is installed from its repository, no package index serves it).
 
 ## Limits
 

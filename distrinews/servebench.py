@@ -12,7 +12,7 @@ from typing import Callable, Coroutine, Sequence
 from .bench import (
     BENCHMARKS, bench_lengths, bench_meta, bench_strategies, bench_train, check_benchmarks, cpu_bf16, default_precisions,
     default_world_sizes, hardware_label, make_run_id, portable_name, projection_rows, rows_table, run_dir, write_results)
-from .config import Config, ConfigError
+from .config import REPORT_URL, Config, ConfigError
 from .data import load_source, train_val_split
 from .ddp import describe_hardware, free_port
 from .model import load_model
@@ -273,5 +273,5 @@ def run_bench(args) -> int:
     rows = run_benchmarks(cfg, args.out, what, ws, _ints("--lengths", args.lengths), args.serve_requests, args.run_id,
                           precisions=precisions, checkpoint=args.checkpoint, serve_dtypes=dtypes)
     print(rows_table(rows))
-    print(f"Results in {Path(args.out)/'results'}; tables and plots: python benchmarks/report.py {args.out} (in the repository)")
+    print(f"Results in {Path(args.out)/'results'}; tables and plots: python benchmarks/report.py {args.out} (a script of the repository, not of the wheel: {REPORT_URL})")
     return 0

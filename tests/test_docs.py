@@ -14,7 +14,7 @@ CHAPTERS = sorted(p.stem for p in (Path(__file__).resolve().parents[1]/"nbs").gl
 CONCEPTS = ["ddp_vs_dataparallel", "allreduce", "distributed_sampler", "eval_dedup", "mixed_precision",
             "grad_accumulation", "exact_resume", "serving_under_load"]
 READING_ORDER = (["index.ipynb", "kaggle_colab.qmd", "concepts/index.qmd"] + [f"concepts/{c}.qmd" for c in CONCEPTS]
-                 + [f"{c}.ipynb" for c in CHAPTERS] + ["publish.qmd", "benchmarks.qmd", "architecture.qmd"])
+                 + [f"{c}.ipynb" for c in CHAPTERS] + ["publish.qmd", "benchmark_results.qmd", "architecture.qmd"])
 GH = "https://github.com/distrinews/distrinews/blob/main/nbs"
 
 
@@ -218,8 +218,8 @@ def test_readme_generator(tmp_path):
     nbs = tmp_path / "nbs"; nbs.mkdir()
     (nbs / "04_trainer.ipynb").write_text("{}"); (nbs / "kaggle_colab.qmd").write_text("")
     md = readme.rewrite_links("[t](04_trainer.ipynb#x) [k](kaggle_colab.qmd) `[c](04_trainer.ipynb)` [u](https://a.b/c.ipynb)\n"
-                              "```\n[f](04_trainer.ipynb)\n```", nbs, "https://site/base")
-    assert md == ("[t](nbs/04_trainer.ipynb#x) [k](https://site/base/kaggle_colab.html) `[c](04_trainer.ipynb)` "
+                              "```\n[f](04_trainer.ipynb)\n```", nbs, "https://site/base", "https://gh/o/r/blob/main")
+    assert md == ("[t](https://gh/o/r/blob/main/nbs/04_trainer.ipynb#x) [k](https://site/base/kaggle_colab.html) `[c](04_trainer.ipynb)` "
                   "[u](https://a.b/c.ipynb)\n```\n[f](04_trainer.ipynb)\n```")
     assert readme.directives("#| hide\n#|echo: false\nx = 1\n#| not a directive") == {"hide": "", "echo": "false"}
 

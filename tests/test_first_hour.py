@@ -146,7 +146,7 @@ def test_run_whose_checkpoints_do_not_fit_is_refused_before_the_first_step(tmp_p
     from distrinews.train import train
     cfg = load_config("quick", data="synthetic:200", epochs=1, max_steps=2, nproc=1, output=str(tmp_path/"run"))
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(20 * 10**9, 20 * 10**9 - 10**5, 10**5))
-    with pytest.raises(ConfigError, match=r"output: this run writes about [\d.]+ GB .* only 0\.0 GB is free there; give --output") as e:
+    with pytest.raises(ConfigError, match=r"output: this run writes about [\d.]+ [KMG]iB .* only 98 KiB is free there; give --output") as e:
         train(cfg, progress=False)
     assert "\n" not in str(e.value)
     assert not (tmp_path/"run"/"metrics.jsonl").exists()          # refused before the first step
