@@ -26,7 +26,7 @@ say "the wheel's requirements bring what the chapters and the hardware report im
 "$PY" - <<'PY' || fail "the declared requirements miss a floor the code needs"
 from importlib.metadata import requires
 reqs = {r.split(";")[0].replace(" ", "") for r in requires("distrinews")}
-need = {"torch>=2.6", "transformers>=4.46"}      # fully_shard (FSDP2); Trainer(processing_class=...)
+need = {"torch>=2.6", "transformers>=5.0.0"}     # fully_shard (FSDP2); transformers: the floor tools/floors.txt tests
 assert need <= reqs, f"requirements {sorted(reqs)} lack {sorted(need - reqs)}"
 PY
 
