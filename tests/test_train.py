@@ -341,7 +341,7 @@ def test_resume_refuses_each_changed_setting_or_row_in_one_line_and_writes_nothi
     changes = dict(model=str(tmp_path/"other-model"), data=str(tmp_path/"other.csv"), eval_data=str(csv), val_fraction=0.1,
                    max_train_samples=100, max_length=32, drop_invalid=True, group_by_length=False, seed=43, batch_size=16,
                    grad_accum=2, strategy="fsdp", epochs=2, max_steps=8, lr=1e-3, weight_decay=0.1, warmup_ratio=0.2,
-                   precision="bf16", max_grad_norm=0.5, dropout=0.2, grad_checkpointing=True, compile=True, eval_every=2,
+                   precision="bf16", max_grad_norm=0.5, dropout=0.2, grad_checkpointing=True, compile=True, eval_every=2, tf32=True,
                    best_metric="loss", patience=2)
     rows = ("train_rows", "train_rows_sha256", "eval_rows", "eval_rows_sha256")
     # every recorded field is changed below, one at a time (lora: a LoRA run is refused on resume before its fingerprint)
