@@ -12,10 +12,11 @@ from typing import Callable, Sequence
 import torch
 from .config import Config, ConfigError, DistrinewsError
 from .data import LengthGroupedBatchSampler, padding_stats
-from .ddp import (auto_precision, describe_hardware, measure_peak_flops, non_embedding_params, peak_mem_mb,
-                            resolve_precision, seed_everything, setup_distributed, train_flops_per_token)
+from .ddp import describe_hardware, peak_mem_mb, seed_everything, setup_distributed
+from .run import (auto_precision, build_datasets, measure_peak_flops, non_embedding_params, resolve_precision,
+                            train_flops_per_token)
 from .model import load_model
-from .loop import autocast_for, build_datasets, evaluate, make_loader
+from .loop import autocast_for, evaluate, make_loader
 from .train import launch_fn, train
 
 # %% auto #0

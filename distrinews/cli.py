@@ -307,7 +307,8 @@ def doctor_versions() -> dict:
 def doctor_hardware() -> dict:
     "Each GPU (name, memory, compute capability, bf16, peer access), or the CPU (model, cores, native bf16/AMX)."
     import torch
-    from distrinews.ddp import cpu_has_native_bf16, describe_hardware, gpu_has_native_bf16
+    from distrinews.ddp import describe_hardware
+    from distrinews.run import cpu_has_native_bf16, gpu_has_native_bf16
     hw = describe_hardware()
     n = torch.cuda.device_count()
     if not n:

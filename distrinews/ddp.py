@@ -4,11 +4,10 @@
 
 # %% ../nbs/03_ddp.ipynb #a4b46828
 from __future__ import annotations
-import contextlib, datetime, hashlib, json, os, random, resource, socket, time
+import contextlib, datetime, hashlib, json, os, resource, socket, time
 from dataclasses import dataclass
 import torch
 import torch.distributed as dist
-from torch.distributed.tensor import DTensor
 from .config import DistrinewsError
 
 # %% auto #0
@@ -16,9 +15,7 @@ __all__ = ['DEFAULT_TIMEOUT_S', 'DistEnv', 'weights_checksum', 'plain_train_loop
            'collective_timeout', 'setup_distributed', 'cleanup_distributed', 'get_rank', 'get_world_size', 'rank_print',
            'check_can_fork', 'default_nproc', 'launched_processes', 'abort_distributed', 'all_reduce_mean',
            'all_reduce_sum', 'all_reduce_max', 'barrier', 'main_process_first', 'seed_everything', 'DDPStrategy',
-           'gather_eval', 'classification_metrics', 'describe_hardware', 'cpu_has_native_bf16', 'gpu_has_native_bf16',
-           'auto_precision', 'choose_precision', 'resolve_precision', 'set_tf32', 'free_port', 'peak_mem_mb',
-           'local_state_bytes', 'non_embedding_params', 'train_flops_per_token', 'measure_peak_flops']
+           'gather_eval', 'classification_metrics', 'describe_hardware', 'free_port', 'peak_mem_mb']
 
 # %% ../nbs/03_ddp.ipynb #7f1add72
 @dataclass
@@ -351,49 +348,6 @@ def describe_hardware() -> dict:
     except OSError: pass
     return dict(kind="cpu", count=0, name=cpu, cpu_cores=os.cpu_count())
 
-# %% ../nbs/03_ddp.ipynb #47554646
-def cpu_has_native_bf16() -> bool:
-    "Whether this CPU computes bf16 dot products natively (AVX512-BF16 or AMX tiles)."
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-
-def gpu_has_native_bf16(index: int = 0) -> bool:
-    "Whether GPU `index` has bf16 tensor cores: compute capability 8.0 or newer (a T4, 7.5, only emulates bf16)."
-    return tuple(torch.cuda.get_device_capability(index)) >= (8, 0)
-
-def auto_precision(device: torch.device) -> tuple[str, str]:
-    "What `auto` means on `device` (`bf16` where native, `fp16` on older GPUs, else `fp32`), and why."
-    if device.type == "cuda":
-        if gpu_has_native_bf16(device.index or 0): return "bf16", "auto: this GPU has native bf16"
-        return "fp16", "auto: this GPU has no native bf16, fp16 with loss scaling"
-    if device.type == "cpu" and cpu_has_native_bf16(): return "bf16", "auto: this CPU has native bf16 (AVX512-BF16 or AMX)"
-    return "fp32", f"auto: no native bf16 on this {device.type}"
-
-# %% ../nbs/03_ddp.ipynb #f6ac0163
-def choose_precision(precision: str,       # fp32, fp16, bf16 or auto
-                     device: torch.device,  # where the run computes
-                    ) -> tuple[str, str]:
-    "(the concrete precision `fp32`, `fp16` or `bf16` that `precision` means on `device`, why; with a warning when it will be slow)."
-    if precision != "auto":
-        why = "asked for"
-        if device.type == "cpu" and precision == "fp16": why += "; slow: CPUs have no fp16 matmul units, autocast emulates them"
-        if device.type == "cpu" and precision == "bf16" and not cpu_has_native_bf16():
-            why += "; slow: this CPU has no native bf16 (AVX512-BF16/AMX), it is emulated"
-        return precision, why
-    return auto_precision(device)   # one decision for training and serving
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    "The concrete precision (`fp32`, `fp16` or `bf16`) that `precision` means on `device`."
-    return choose_precision(precision, device)[0]
-
-
-
-# %% ../nbs/03_ddp.ipynb #545fd381
-def set_tf32(enabled: bool, device: torch.device) -> bool:
-    "Let fp32 matmuls and convolutions on `device` use TF32 tensor cores (Ampere and later), or keep them strict fp32; whether TF32 is on."
-    if device.type != "cuda": return False        # a CPU has no TF32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled   # torch's defaults: matmul off, cuDNN on
-    return enabled
-
 # %% ../nbs/03_ddp.ipynb #3abf9667
 def free_port() -> int:
     "A TCP port on 127.0.0.1 that is free right now (the OS picks it)."
@@ -405,61 +359,3 @@ def peak_mem_mb(device: torch.device) -> float:
     "Peak memory of this process in MiB: torch's allocated GPU memory on `device`, else the CPU's max resident set."
     if device.type == "cuda": return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux reports KiB
-
-# %% ../nbs/03_ddp.ipynb #61ba91e7
-def _local(t: torch.Tensor) -> torch.Tensor: return t.to_local() if isinstance(t, DTensor) else t
-
-def local_state_bytes(model: torch.nn.Module,                    # plain, DDP or FSDP
-                      opt: torch.optim.Optimizer | None = None,  # its optimizer (its state exists after the first step)
-                     ) -> dict:
-    "Bytes of weights, gradients (as many as the trainable weights) and optimizer state held by this rank."
-    params = list(model.parameters())
-    weights = sum(_local(p).nbytes for p in params)
-    grads = sum(_local(p).nbytes for p in params if p.requires_grad)
-    state = sum(_local(v).nbytes for s in (opt.state.values() if opt else [])
-                for v in s.values() if torch.is_tensor(v) and v.ndim > 0)   # not AdamW's scalar step counters
-    return dict(weights=weights, gradients=grads, optimizer=state, total=weights + grads + state)
-
-
-# %% ../nbs/03_ddp.ipynb #fe910bbb
-def _arch(model) -> tuple[int, int]:
-    "(layers, hidden size) from a transformers model's config (BERT-style or DistilBERT-style names)."
-    c = unwrap(model).config
-    return (getattr(c, "num_hidden_layers", None) or getattr(c, "n_layers")), (getattr(c, "hidden_size", None) or getattr(c, "dim"))
-
-def non_embedding_params(model) -> int:
-    "Parameters outside the embedding tables (the ones that cost 6 FLOPs per token in training)."
-    return sum(p.numel() for n, p in unwrap(model).named_parameters() if "embeddings" not in n)
-
-def train_flops_per_token(model,         # a transformers encoder (plain, DDP or compiled)
-                          seq_len: float,  # mean tokens per sequence
-                         ) -> float:
-    "Training (forward + backward) FLOPs per token: 6 x non-embedding weights + 12 x layers x hidden x seq_len."
-    layers, hidden = _arch(model)
-    return 6 * non_embedding_params(model) + 12 * layers * hidden * seq_len
-
-def measure_peak_flops(device: torch.device,  # where to time it
-                       precision: str,        # fp32, fp16 or bf16: the matmul's dtype
-                       n: int = 768,          # matrix size (larger on a GPU)
-                       reps: int = 3,         # products per timing
-                       trials: int = 3,       # timings; the fastest counts (a busy machine only makes one slower)
-                       min_s: float | None = None,  # each timing lasts at least this long (reps doubled until it does); default 0.1 s on a GPU
-                      ) -> float:
-    "FLOP/s of an `n` x `n` matmul in `precision` (or fp32, if faster) on `device`: this process's achievable peak."
-    n = 4096 if device.type == "cuda" else n
-    min_s = (0.1 if device.type == "cuda" else 0.0) if min_s is None else min_s   # 4 products of 4096² take < 1 ms on an H100
-    def timed(a, b, reps: int) -> float:
-        if device.type == "cuda": torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(reps): a @ b
-        if device.type == "cuda": torch.cuda.synchronize()
-        return time.perf_counter() - t0
-    best = 0.0
-    for dtype in {precision: None, "fp32": None}:   # autocast may keep ops in fp32; emulated fp16 is slower than fp32
-        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
-        a, b = (torch.randn(n, n).to(device, dtype) for _ in range(2))   # drawn on the CPU: `finish` forks only its RNG
-        a @ b                                                            # warm-up (kernel choice, caches)
-        r, dt = reps, timed(a, b, reps)                                  # warm-up too: the clocks rise from idle
-        while dt < min_s: r, dt = 2 * r, timed(a, b, 2 * r)              # long enough to measure, not a launch's latency
-        for _ in range(trials): best = max(best, 2 * n**3 * r / timed(a, b, r))
-    return best

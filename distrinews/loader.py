@@ -68,7 +68,7 @@ def pick_device(device: str | None = None) -> torch.device:
 # %% ../nbs/05_loader.ipynb #dfe1acd8
 DTYPES = ("auto", "fp32", "bf16", "fp16", "int8")
 
-from .ddp import auto_precision, cpu_has_native_bf16   # 03_ddp: one decision for the trainer and the loader
+from .run import auto_precision   # 04b_run: one decision for the trainer and the loader
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:
     "`dtype` with `auto` resolved for `device`: what the trainer's `auto` means there (`auto_precision`)."

@@ -11,8 +11,8 @@ from .config import Config, DistrinewsError, add_config_args, config_from_args, 
 from .data import check_split, load_source, tokenize
 from .ddp import DistEnv, abort_distributed, cleanup_distributed, free_port, main_process_first, rank_print, setup_distributed
 from .model import ModelError, check_writable, load_model
-from .loop import (Callback, attach_callbacks, build_model_and_data, build_optimizer, evaluate, finish, fit,
-                   make_loader, start_run)
+from .loop import Callback, evaluate, fit, make_loader
+from .run import attach_callbacks, build_model_and_data, build_optimizer, finish, start_run
 from .checkpoint import Checkpointer, check_disk_space, check_output, check_rows, prepare_output, resume
 
 # %% auto #0

@@ -91,7 +91,7 @@ def test_auto_and_fsdp_presets(machine, capsys):
 
 def test_trainer_and_loader_choose_the_same_precision(machine):
     from distrinews.loader import pick_device, resolve_dtype
-    from distrinews.ddp import choose_precision
+    from distrinews.run import choose_precision
     device = torch.device("cuda", 0) if machine.gpus else torch.device("cpu")
     assert choose_precision("auto", device)[0] == machine.precision
     assert pick_device() == (torch.device("cuda") if machine.gpus else torch.device("cpu"))

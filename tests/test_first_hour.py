@@ -36,7 +36,7 @@ def test_vendor_peak_per_precision_and_variant(monkeypatch, name, precision):
 # 5. the matmul peak: warmed up, and each timing long enough to measure
 
 def test_peak_flops_timings_last_at_least_min_s(monkeypatch):
-    from distrinews.ddp import measure_peak_flops
+    from distrinews.run import measure_peak_flops
     stamps, clock = [], time.perf_counter
     def recording(): stamps.append(clock()); return stamps[-1]
     monkeypatch.setattr(time, "perf_counter", recording)
@@ -59,7 +59,7 @@ class FakeAllocator:
 
 def test_probe_leaves_no_peak_and_probes_the_padded_length(monkeypatch):
     from distrinews.ddp import DistEnv, peak_mem_mb
-    from distrinews.loop import fit_batch_size
+    from distrinews.run import fit_batch_size
     mem, seen = FakeAllocator(monkeypatch), []
     def probe(model, bs, max_len, env, precision):      # the worst case: 8 GiB at batch 64, too much; fits at 32
         seen.append((bs, max_len))
@@ -96,7 +96,7 @@ def test_optimizer_step_reads_the_scale_once(monkeypatch):
 
 def test_tf32_is_a_flag_decided_at_start(tmp_path):
     from distrinews.ddp import DDPStrategy, DistEnv
-    from distrinews.loop import start_run
+    from distrinews.run import start_run
     assert load_config("quick").tf32 is False                               # the recorded default: strict fp32
     old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import distrinews.loop as L
 import distrinews.ddp as D
+import distrinews.run as R
 from distrinews.config import load_config
 from distrinews.ddp import get_rank
 from distrinews.train import launch_fn
@@ -26,9 +26,9 @@ import os
 if any(k.startswith("DISTRINEWS_TEST_") for k in os.environ):
     import hashlib, json, torch
     import torch.distributed as dist
-    import distrinews.loop as t
+    import distrinews.loop as t, distrinews.run as r
     def _rank(): return dist.get_rank() if dist.is_initialized() else 0
-    _micro, _finish = t.micro_step, t.finish
+    _micro, _finish = t.micro_step, r.finish
     def micro_step(run, b, rows, sync):
         step = run.state.global_step + 1
         if _rank() == 1 and step == int(os.environ.get("DISTRINEWS_TEST_OOM_STEP", -1)):
@@ -47,7 +47,7 @@ if any(k.startswith("DISTRINEWS_TEST_") for k in os.environ):
             for n, p in sorted(t.unwrap(run.model).named_parameters()): h.update(n.encode()); h.update(p.detach().cpu().numpy().tobytes())
             (run.out/f"params_rank{_rank()}.json").write_text(json.dumps({"sha256": h.hexdigest()}))
         return s
-    t.micro_step, t.finish = micro_step, finish
+    t.micro_step, r.finish = micro_step, finish
 '''
 
 
@@ -140,9 +140,9 @@ class OOMAbove(torch.nn.Module):
 
 def _forced_probe(limit):
     "`fit_batch_size` with the real probe forced on CPU, on a model that is out of memory above `limit` rows on rank 1."
-    orig = L.fit_batch_size
+    orig = R.fit_batch_size
     def fit_batch_size(model, cfg, env, max_len, precision, probe=None):
-        return orig(OOMAbove(model, limit, rank=1), cfg, env, max_len, precision, probe=L._probe)
+        return orig(OOMAbove(model, limit, rank=1), cfg, env, max_len, precision, probe=R._probe)
     return fit_batch_size
 
 
@@ -150,7 +150,7 @@ def probe_in_group(limit, out):
     "Each rank of a real gloo group runs the back-off; writes what it chose."
     env = D.setup_distributed()
     try:
-        model = L.load_model("tiny")[0]
+        model = R.load_model("tiny")[0]
         cfg = load_config("quick", data="synthetic:100", batch_size=32, grad_accum=1)
         t0 = time.perf_counter()
         bs, accum = _forced_probe(limit)(model, cfg, env, 64, "fp32")
@@ -159,7 +159,7 @@ def probe_in_group(limit, out):
 
 
 def train_with_forced_probe(cfg, limit):
-    L.fit_batch_size = _forced_probe(limit)   # this spawned process only
+    R.fit_batch_size = _forced_probe(limit)   # this spawned process only
     return train_with_param_hash(cfg)
 
 
@@ -197,18 +197,18 @@ def test_auto_precision_follows_native_bf16(monkeypatch):
     cpu = torch.device("cpu")                             # the CPU's flags faked, not distrinews' answer functions
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
-    p, why = D.choose_precision("auto", cpu)
+    p, why = R.choose_precision("auto", cpu)
     assert p == "bf16" and "native bf16" in why
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    assert D.choose_precision("auto", cpu) == ("fp32", "auto: no native bf16 on this cpu")
+    assert R.choose_precision("auto", cpu) == ("fp32", "auto: no native bf16 on this cpu")
     assert load_config("quick").precision == "fp32"        # presets that choose keep their choice
-    assert D.resolve_precision(load_config("quick").precision, cpu) == "fp32"
+    assert R.resolve_precision(load_config("quick").precision, cpu) == "fp32"
 
 
 def test_auto_precision_in_first_line_and_summary(tmp_path):
     r = run_cli("train", "--config", "quick", "--data", "synthetic:200", "--epochs", "1", "--nproc", "1",
                 "--precision", "auto", "--output", tmp_path)
-    want = D.choose_precision("auto", torch.device("cpu"))
+    want = R.choose_precision("auto", torch.device("cpu"))
     first = next(l for l in (r.stdout + r.stderr).splitlines() if l.startswith("distrinews:"))
     assert f"precision {want[0]} ({want[1]})" in first, first
     s = json.loads((tmp_path/"summary.json").read_text())

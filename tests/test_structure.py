@@ -6,7 +6,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "distrinews"
 # the chapters' order: a module may import only from modules before it (at the top or inside a function)
-LAYERS = ["config", "data", "model", "ddp", "loop", "fsdp", "checkpoint", "train", "loader", "api", "bench", "servebench", "cli"]
+LAYERS = ["config", "data", "model", "ddp", "loop", "run", "fsdp", "checkpoint", "train", "loader", "api", "bench", "servebench", "cli"]
 
 
 def imported(module: str) -> set[str]:
@@ -33,7 +33,7 @@ def test_layers_import_one_way(module):
 
 
 def test_the_trainer_does_not_know_fsdp():
-    for module in ("loop", "checkpoint", "train"):   # FSDP plugs in by name (train.STRATEGY_CLASSES)
+    for module in ("loop", "run", "checkpoint", "train"):   # FSDP plugs in by name (train.STRATEGY_CLASSES)
         assert "fsdp" not in imported(module), module
 
 

@@ -14,7 +14,7 @@ from distrinews.model import load_model, save_model
 from distrinews.checkpoint import find_checkpoint
 from distrinews.model import enable_checkpointing
 from distrinews.train import RankFailed, launch_fn
-import distrinews.loop as L
+import distrinews.run as R
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_helpers import SITECUSTOMIZE, train_failing_on_rank1, train_with_param_hash  # noqa: E402
@@ -269,7 +269,7 @@ def test_resume_reuses_saved_batch_without_probing(tmp_path, monkeypatch):
     cfg = load_config("quick", data="synthetic:200", epochs=1, nproc=1, output=tmp_path, log_every=100)
     T.train(cfg, progress=False)
     def no_probe(*a, **k): raise AssertionError("fit_batch_size must not run on resume")
-    monkeypatch.setattr(L, "fit_batch_size", no_probe)   # build_model_and_data (in the loop module) calls it
+    monkeypatch.setattr(R, "fit_batch_size", no_probe)   # build_model_and_data (in the run module) calls it
     s = T.train(load_config("quick", data="synthetic:200", epochs=1, nproc=1, output=tmp_path, log_every=100, resume=True),
                 progress=False)
     assert (s["per_device_batch"], s["grad_accum"]) == (32, 1)
@@ -400,7 +400,7 @@ def test_batch_probe_runs_in_train_mode_on_a_loaded_folder(tmp_path):
     for layer in model.distilbert.transformer.layer:   # (the recompute runs the layer's inner modules: their hooks see it)
         layer.attention.register_forward_hook(lambda m, i, o: seen.append(m.training))
     cfg = Config(model=str(folder), data="synthetic:100", batch_size=8, precision="fp32")
-    assert L.fit_batch_size(model, cfg, DistEnv(), 16, "fp32", probe=L._probe) == (8, 1)
+    assert R.fit_batch_size(model, cfg, DistEnv(), 16, "fp32", probe=R._probe) == (8, 1)
     assert seen == [True] * 4, seen           # each of the 2 layers in train mode, and again when the backward recomputes it
     assert not model.training                 # handed back in the mode it came in
 
@@ -428,5 +428,5 @@ def test_probe_reserves_adams_moments_not_a_copy_of_ddps_buckets(monkeypatch):
         sizes.append(t.numel())
         return t
     monkeypatch.setattr(torch, "empty", empty)
-    assert L._probe(model, 2, 8, DistEnv(), "fp32")
+    assert R._probe(model, 2, 8, DistEnv(), "fp32")
     assert sizes[0] == 2 * sum(p.numel() for p in model.parameters()), (sizes[0], sum(p.numel() for p in model.parameters()))

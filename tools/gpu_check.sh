@@ -102,7 +102,7 @@ for precision in ("fp16", "bf16"):
 from distrinews.config import load_config
 from distrinews.ddp import setup_distributed
 from distrinews.model import load_model
-from distrinews.loop import _probe, fit_batch_size
+from distrinews.run import _probe, fit_batch_size
 env = setup_distributed()
 model = load_model(str(model_dir))[0].to(env.device)
 model.eval()                                        # as from_pretrained returns it: the probe must switch to train mode
