@@ -4,26 +4,25 @@
 
 # %% ../nbs/06_api.ipynb #30e81234
 from __future__ import annotations
-import argparse, asyncio, contextlib, errno, html, itertools, json, socket, sys, time
+import asyncio, contextlib, errno, html, itertools, json, socket, sys, time
 from importlib.resources import files
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Coroutine, NamedTuple, Sequence
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from starlette.requests import ClientDisconnect
 import distrinews
-from .loader import ModelLoader, check_checkpoint, has_visible_text, pick_device
+from .loader import ModelLoader, has_visible_text
 from .model import ModelError
 
 # %% auto #0
 __all__ = ['MAX_TEXTS', 'MAX_CHARS', 'MAX_BODY', 'BODY_TIMEOUT_S', 'QUEUE_SIZE', 'QUEUE_TEXTS', 'MAX_CONNECTIONS', 'PAGE_HEADERS',
-           'HEADER_TIMEOUT_S', 'APIError', 'ClientGone', 'read_json', 'PredictRequest', 'BatchRequest', 'Prediction',
-           'BatchResponse', 'parse_body', 'check_request_texts', 'Overloaded', 'ShuttingDown', 'Job', 'MicroBatcher',
-           'render_page', 'wait_for_answer', 'service_info', 'create_app', 'add_info_routes', 'add_predict_routes',
-           'add_error_handlers', 'check_port', 'graceful_server', 'run_serve', 'header_deadline', 'NaiveRequest',
-           'naive_app']
+           'HEADER_TIMEOUT_S', 'APIError', 'ClientGone', 'read_json', 'run_async', 'PredictRequest', 'BatchRequest',
+           'Prediction', 'BatchResponse', 'parse_body', 'check_request_texts', 'Overloaded', 'ShuttingDown', 'Job',
+           'MicroBatcher', 'render_page', 'wait_for_answer', 'service_info', 'create_app', 'add_info_routes',
+           'add_predict_routes', 'add_error_handlers', 'check_port', 'graceful_server', 'run_serve', 'header_deadline']
 
 # %% ../nbs/06_api.ipynb #cceed7c8
 MAX_TEXTS = 64          # texts in one /predict/batch request (more: 413)
@@ -77,6 +76,13 @@ async def read_json(request: Request,                     # the incoming request
     try: return json.loads(body)
     except RecursionError: raise APIError(400, "malformed JSON: nested too deeply") from None
     except ValueError as e: raise APIError(400, f"malformed JSON: {e}") from None
+
+# %% ../nbs/06_api.ipynb #725b8040
+def run_async(coro: Coroutine):
+    """Run `coro` to completion from synchronous code and return its result: in a fresh event loop on a thread of its
+    own, so it works in a script and in a Jupyter kernel alike (the kernel's loop already runs there, and
+    `asyncio.run` refuses to start a second one in the same thread)."""
+    with ThreadPoolExecutor(1) as ex: return ex.submit(asyncio.run, coro).result()
 
 # %% ../nbs/06_api.ipynb #9667e9ef
 class PredictRequest(BaseModel):
@@ -485,26 +491,3 @@ def header_deadline(timeout_s: float = HEADER_TIMEOUT_S) -> type:
         def _headers_due(self):   # no request under way: its headers never came (or the client went quiet)
             if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete): self.transport.close()
     return HeaderDeadline
-
-# %% ../nbs/06_api.ipynb #04b8dfa6
-class NaiveRequest(BaseModel):
-    "Body of the baseline's `POST /predict`: one text, no limits checked (the baseline is deliberately plain)."
-    text: str
-
-def naive_app(checkpoint: str | Path, max_length: int = 128,
-              device: str | None = None,  # as `ModelLoader`: the GPU if there is one, so both servers compute on the same device
-             ) -> FastAPI:
-    "The baseline: FastAPI with one `transformers.pipeline('text-classification')` call per request."
-    from transformers import pipeline
-    clf = pipeline("text-classification", model=str(check_checkpoint(checkpoint)), device=pick_device(device), top_k=None)
-    app = FastAPI(title="naive")
-
-    @app.get("/health")
-    def health(): return {"status": "ok"}
-
-    @app.post("/predict")
-    def predict(req: NaiveRequest):
-        scores = {d["label"]: d["score"] for d in clf([req.text], truncation=True, max_length=max_length)[0]}
-        label = max(scores, key=scores.get)
-        return {"label": label, "confidence": scores[label], "scores": scores}
-    return app

@@ -4,12 +4,11 @@
 
 # %% ../nbs/05_loader.ipynb #5b5a1eb0
 from __future__ import annotations
-import argparse, json, math, os, sys, time, warnings
+import json, math, os, sys, time, warnings
 from pathlib import Path
 from typing import Sequence
 import torch
 from torch import nn
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from .model import ModelError, check_not_sharded, load_trained
 
 # %% auto #0

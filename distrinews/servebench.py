@@ -8,18 +8,45 @@ import asyncio, json, math, os, subprocess, sys, tempfile, time
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Coroutine, Sequence
+from typing import Callable, Sequence
 from .bench import (
     BENCHMARKS, bench_lengths, bench_meta, bench_strategies, bench_train, check_benchmarks, cpu_bf16, default_precisions,
     default_world_sizes, hardware_label, make_run_id, portable_name, projection_rows, rows_table, run_dir, write_results)
 from .config import REPORT_URL, Config, ConfigError
 from .data import load_source, train_val_split
 from .ddp import describe_hardware, free_port
+from .api import run_async
+from .loader import check_checkpoint, pick_device
+from fastapi import FastAPI
+from pydantic import BaseModel
 from .model import load_model
 
 # %% auto #0
-__all__ = ['HEADLINES', 'WORKER', 'serve_worker', 'serve_in_subprocess', 'drive', 'run_async', 'bench_serve', 'held_out_texts',
-           'run_benchmarks', 'run_bench']
+__all__ = ['HEADLINES', 'WORKER', 'NaiveRequest', 'naive_app', 'serve_worker', 'serve_in_subprocess', 'drive', 'bench_serve',
+           'held_out_texts', 'run_benchmarks', 'run_bench']
+
+# %% ../nbs/07b_serving_bench.ipynb #04b8dfa6
+class NaiveRequest(BaseModel):
+    "Body of the baseline's `POST /predict`: one text, no limits checked (the baseline is deliberately plain)."
+    text: str
+
+def naive_app(checkpoint: str | Path, max_length: int = 128,
+              device: str | None = None,  # as `ModelLoader`: the GPU if there is one, so both servers compute on the same device
+             ) -> FastAPI:
+    "The baseline: FastAPI with one `transformers.pipeline('text-classification')` call per request."
+    from transformers import pipeline
+    clf = pipeline("text-classification", model=str(check_checkpoint(checkpoint)), device=pick_device(device), top_k=None)
+    app = FastAPI(title="naive")
+
+    @app.get("/health")
+    def health(): return {"status": "ok"}
+
+    @app.post("/predict")
+    def predict(req: NaiveRequest):
+        scores = {d["label"]: d["score"] for d in clf([req.text], truncation=True, max_length=max_length)[0]}
+        label = max(scores, key=scores.get)
+        return {"label": label, "confidence": scores[label], "scores": scores}
+    return app
 
 # %% ../nbs/07b_serving_bench.ipynb #1304d023
 HEADLINES = ["NASA scientists discovered a distant planet in orbit around a nearby star.",
@@ -38,7 +65,7 @@ def serve_worker(system: str,       # distrinews or naive
                 ) -> None:
     "Serve `checkpoint` with the `system` server on 127.0.0.1:`port` until stopped (the benchmark's server process)."
     import uvicorn
-    from distrinews.api import create_app, naive_app
+    from distrinews.api import create_app
     from distrinews.loader import cpu_threads
     if system == "naive":
         cpu_threads(opts.get("threads"))
@@ -129,14 +156,6 @@ def _pct(xs: Sequence[float], q: float) -> float:
     "The `q` quantile (0..1) of `xs`, nearest rank."
     s = sorted(xs)
     return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))] if s else float("nan")
-
-# %% ../nbs/07b_serving_bench.ipynb #725b8040
-def run_async(coro: Coroutine):
-    """Run `coro` to completion from synchronous code and return its result: in a fresh event loop on a thread of its
-    own, so it works in a script and in a Jupyter kernel alike (the kernel's loop already runs there, and
-    `asyncio.run` refuses to start a second one in the same thread)."""
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(1) as ex: return ex.submit(asyncio.run, coro).result()
 
 # %% ../nbs/07b_serving_bench.ipynb #4a76f0b5
 def _start_servers(stack: ExitStack, checkpoint, systems, dtypes, texts, threads, opts) -> dict:

@@ -12,7 +12,8 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from distrinews import api
-from distrinews.api import BODY_TIMEOUT_S, MAX_BODY, MAX_CHARS, MAX_TEXTS, QUEUE_TEXTS, create_app, naive_app, run_serve
+from distrinews.api import BODY_TIMEOUT_S, MAX_BODY, MAX_CHARS, MAX_TEXTS, QUEUE_TEXTS, create_app, run_serve
+from distrinews.servebench import naive_app
 from distrinews.cli import add_serve_args
 from distrinews.config import LABELS
 from distrinews.loader import ModelLoader

@@ -128,7 +128,7 @@ def test_doctor_reports_the_hardware(machine):
 def test_naive_server_computes_where_distrinews_does(ckpt, machine, monkeypatch):
     "The serving benchmark's baseline must not sit on the CPU while distrinews serves on the GPU."
     import transformers
-    from distrinews.api import naive_app
+    from distrinews.servebench import naive_app
     seen = {}
     monkeypatch.setattr(transformers, "pipeline", lambda *a, **k: seen.update(k) or (lambda *a, **k: None))
     naive_app(ckpt)

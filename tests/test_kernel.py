@@ -51,7 +51,7 @@ def test_no_live_bar_in_a_forked_rank(monkeypatch):
 
 def test_run_async_inside_a_running_loop():
     "What a notebook cell meets in a Jupyter kernel: an event loop already runs, and `asyncio.run` refuses to nest."
-    from distrinews.servebench import run_async
+    from distrinews.api import run_async
     async def in_kernel():
         with pytest.raises(RuntimeError, match="running event loop"): asyncio.run(asyncio.sleep(0))
         return run_async(asyncio.sleep(0, result=42))
