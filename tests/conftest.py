@@ -25,6 +25,15 @@ SLOW_TESTS = {
 }
 
 
+@pytest.fixture(scope="module")
+def ckpt(request, tmp_path_factory):
+    """A tiny trained checkpoint folder (distrinews.train.tiny_checkpoint), one per test module; a module sets
+    `CKPT_ARGS = dict(samples=..., epochs=...)` for another size. Module scope: made before any function-scoped fixture
+    (a faked machine, a patched torch) runs."""
+    from distrinews.train import tiny_checkpoint
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best", **getattr(request.module, "CKPT_ARGS", {}))
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         f = Path(str(item.fspath)).name

@@ -177,13 +177,10 @@ if os.environ.get("DISTRINEWS_MISSING_RANK"):
 
 def test_a_two_rank_run_with_a_missing_peer_ends_within_its_deadline(tmp_path):
     "DISTRINEWS_TIMEOUT_S=10: rank 0's all-reduce gives up after 10 s, the job ends with one line (not after 30 min)."
-    import os, signal, subprocess, sys, time
-    site = tmp_path/"site"
-    site.mkdir()
-    (site/"sitecustomize.py").write_text(MISSING_PEER_SITE)
-    env = {**os.environ, "DISTRINEWS_MISSING_RANK": "1", "DISTRINEWS_TIMEOUT_S": "10", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "distrinews.cli", "train", "--config", "quick", "--data", "synthetic:1000", "--epochs", "2",
+    import os, signal, subprocess, time
+    from helpers import CLI, site_env
+    env = site_env(tmp_path, MISSING_PEER_SITE, DISTRINEWS_MISSING_RANK="1", DISTRINEWS_TIMEOUT_S="10", TOKENIZERS_PARALLELISM="false")
+    cmd = [*CLI, "train", "--config", "quick", "--data", "synthetic:1000", "--epochs", "2",
            "--log-every", "1", "--nproc", "2", "--output", str(tmp_path/"o")]
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)

@@ -1,44 +1,19 @@
 """The real server against slow clients and odd flags (issue 30, items 3 and 9): sockets that never finish their
 headers are closed, so a real request gets 200 while they stay open on the client side; bad flags and a busy port
 end in one line before the model loads. Loopback only, a bounded number of sockets, every step under a timeout."""
-import os, socket, subprocess, sys, time
+import socket, time
 
 import httpx
 import pytest
 
-from distrinews.train import tiny_checkpoint
+from helpers import cli_error, free_port, start_serve
 
 IDLE = 120            # sockets that never finish their headers: more than --max-connections below
 MAX_CONNECTIONS = 50
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best")
-
-
-def _free_port():
-    with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
-
-
-def _serve(ckpt, tmp_path, *flags):
-    port = _free_port()
-    log = open(tmp_path / "serve.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "distrinews.cli", "serve", "--checkpoint", str(ckpt), "--port", str(port),
-                             "--log-level", "warning", *flags], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    url, t0 = f"http://127.0.0.1:{port}", time.time()
-    while True:
-        assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200: return proc, port, url
-        except httpx.TransportError: pass
-        if time.time() - t0 > 90: proc.kill(); raise AssertionError("serve did not come up")
-        time.sleep(0.2)
-
-
 def test_sockets_that_never_send_their_headers_are_closed_and_real_requests_get_200(ckpt, tmp_path):
-    proc, port, url = _serve(ckpt, tmp_path, "--max-connections", str(MAX_CONNECTIONS))
+    proc, port, url = start_serve(ckpt, tmp_path, "--max-connections", str(MAX_CONNECTIONS))
     idle = []
     try:
         for _ in range(IDLE):
@@ -70,18 +45,12 @@ def test_sockets_that_never_send_their_headers_are_closed_and_real_requests_get_
                                          (["--log-level", "bogus"], "--log-level: must be one of"),
                                          (["--max-connections", "0"], "--max-connections: must be >= 1")])
 def test_bad_serve_flags_are_one_line_before_the_model_loads(tmp_path, flags, says):
-    from distrinews.cli import main
-    import contextlib, io
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        rc = main(["serve", "--checkpoint", str(tmp_path / "not-even-there"), "--port", str(_free_port()), *flags])
-    assert rc == 2 and err.getvalue().strip() == f"distrinews serve: error: {err.getvalue().split('error: ', 1)[1].strip()}"
-    assert says in err.getvalue() and "no such checkpoint" not in err.getvalue(), err.getvalue()   # the flags first
+    rc, err = cli_error(["serve", "--checkpoint", str(tmp_path / "not-even-there"), "--port", str(free_port()), *flags])
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("distrinews serve: error: "), err
+    assert says in err and "no such checkpoint" not in err, err   # the flags first
 
 
 def test_doctor_nproc_zero_is_refused():
-    from distrinews.cli import main
-    import contextlib, io
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err): rc = main(["doctor", "--nproc", "0"])
-    assert rc == 2 and "--nproc: must be >= 1, got 0" in err.getvalue()
+    rc, err = cli_error(["doctor", "--nproc", "0"])
+    assert rc == 2 and "--nproc: must be >= 1, got 0" in err
