@@ -62,19 +62,24 @@ def serve_process(ckpt, port: int, log: Path, *flags: str, env: dict | None = No
                                 stdout=f, stderr=subprocess.STDOUT, env={**(env or os.environ), "TOKENIZERS_PARALLELISM": "false"})
 
 
-def start_serve(ckpt, tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, int, str]:
-    """Start `distrinews serve` on a free port (its output in tmp_path/serve.log); return it, its port and its URL once
-    /health answers 200."""
+def wait_for_health(proc: subprocess.Popen, port: int, log: Path, limit_s: float = 90) -> str:
+    "The URL of the `distrinews serve` process `proc` on loopback `port` once its /health answers 200 (its output in `log`)."
     import httpx
-    port = free_port()
-    proc = serve_process(ckpt, port, tmp_path / "serve.log", *flags)
     url, t0 = f"http://127.0.0.1:{port}", time.time()
     while True:
-        if proc.poll() is not None: raise AssertionError((tmp_path / "serve.log").read_text())
+        if proc.poll() is not None: raise AssertionError(Path(log).read_text())
         try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200: return proc, port, url
+            if httpx.get(url + "/health", timeout=1).status_code == 200: return url
         except httpx.TransportError: pass
-        if time.time() - t0 >= 90:
+        if time.time() - t0 >= limit_s:
             proc.kill()
             raise AssertionError("distrinews serve did not come up")
         time.sleep(0.2)
+
+
+def start_serve(ckpt, tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, int, str]:
+    """Start `distrinews serve` on a free port (its output in tmp_path/serve.log); return it, its port and its URL once
+    /health answers 200."""
+    port = free_port()
+    proc = serve_process(ckpt, port, tmp_path / "serve.log", *flags)
+    return proc, port, wait_for_health(proc, port, tmp_path / "serve.log")
