@@ -31,31 +31,29 @@ def train_failing_on_rank1(cfg):
     return train(cfg, callbacks=[FailOnRank()], progress=False)
 
 
-# Put this folder's `failing_site/` first on PYTHONPATH and every Python process (the CLI, torchrun's workers)
-# imports its `sitecustomize.py`, which makes rank 1 raise at its 3rd optimizer step: a rank-only failure
-# without a test hook in the package.
+# Put a folder holding this as `sitecustomize.py` first on PYTHONPATH (helpers.site_env) and every Python process (the
+# CLI, torchrun's workers) imports it: at its 3rd optimizer step the rank named by one of these variables
+#   DISTRINEWS_FAIL_RANK     raises (a rank-only Python failure)
+#   DISTRINEWS_KILL_RANK     is killed by SIGKILL (no Python error at all)
+#   DISTRINEWS_MISSING_RANK  sleeps instead of joining the all-reduce (a peer stuck in a driver call, or its network gone)
+# a rank-only fault without a test hook in the package.
 SITECUSTOMIZE = '''
 import os
-if os.environ.get("DISTRINEWS_FAIL_RANK"):
+_faults = {k: int(os.environ[k]) for k in ("DISTRINEWS_FAIL_RANK", "DISTRINEWS_KILL_RANK", "DISTRINEWS_MISSING_RANK")
+           if os.environ.get(k)}
+if _faults:
+    import signal, time
     import torch.distributed as dist
     import distrinews.loop as t
     _orig, _n = t.optimizer_step, [0]
     def optimizer_step(*args, **kw):
         _n[0] += 1
-        if dist.is_initialized() and dist.get_rank() == int(os.environ["DISTRINEWS_FAIL_RANK"]) and _n[0] == 3:
-            raise RuntimeError("injected failure at step 3")
+        if dist.is_initialized() and _n[0] == 3:
+            rank = dist.get_rank()
+            if _faults.get("DISTRINEWS_FAIL_RANK") == rank: raise RuntimeError("injected failure at step 3")
+            if _faults.get("DISTRINEWS_KILL_RANK") == rank: os.kill(os.getpid(), signal.SIGKILL)
+            if _faults.get("DISTRINEWS_MISSING_RANK") == rank: time.sleep(3600)
         return _orig(*args, **kw)
-    t.optimizer_step = optimizer_step
-if os.environ.get("DISTRINEWS_KILL_RANK"):          # kill -9 of one rank at its 3rd optimizer step: no Python error at all
-    import signal
-    import torch.distributed as dist
-    import distrinews.loop as t
-    _orig_k, _k = t.optimizer_step, [0]
-    def optimizer_step(*args, **kw):
-        _k[0] += 1
-        if dist.is_initialized() and dist.get_rank() == int(os.environ["DISTRINEWS_KILL_RANK"]) and _k[0] == 3:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return _orig_k(*args, **kw)
     t.optimizer_step = optimizer_step
 '''
 

@@ -17,19 +17,14 @@ from distrinews.servebench import naive_app
 from distrinews.cli import add_serve_args
 from distrinews.config import LABELS
 from distrinews.loader import ModelLoader
-from distrinews.train import tiny_checkpoint
 from distrinews.model import ModelError
+from helpers import free_port
 
 HEADLINES = ["NASA scientists discovered a distant planet in orbit.",
              "The Yankees rallied past the league leaders in overtime.",
              "Oil prices tumbled after weak sales on Wall Street.",
              "Peace negotiators signed a ceasefire in the capital.",
              "Mars", "Shares of the retailer jumped on strong earnings " * 6]
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best")
 
 
 @pytest.fixture(scope="module")
@@ -379,16 +374,10 @@ def test_naive_baseline_agrees(ckpt, client):
 
 # ---------------------------------------------------------------- over real sockets: abandoned and half-sent requests
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def live_server(app, **kw):
     "uvicorn serving `app` on a free loopback port in a thread of this process; yields (url, port)."
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
                                            log_config=None, **kw))
     th = threading.Thread(target=server.run, daemon=True)
@@ -502,7 +491,7 @@ def test_serve_passes_dtype_batch_and_connection_cap(ckpt, monkeypatch):
     seen = {}
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: seen.update(server=self, app=self.config.app,
                                                                                       limit_concurrency=self.config.limit_concurrency))
-    assert run_serve(_serve_args("--checkpoint", str(ckpt), "--port", str(_free_port()), "--int8",
+    assert run_serve(_serve_args("--checkpoint", str(ckpt), "--port", str(free_port()), "--int8",
                                  "--max-batch", "48", "--max-connections", "7")) == 0
     assert seen["limit_concurrency"] == 7
     assert type(seen["server"]).shutdown is not uvicorn.Server.shutdown     # its shutdown stops the batcher first

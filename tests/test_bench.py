@@ -6,7 +6,6 @@ records in every serving row which texts were sent and the CPU's native bf16 sup
 numbers that the committed results files give.
 Small real runs (tiny model, synthetic news); no timed assertions except generous hang bounds."""
 import importlib.util, json, time
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,17 +13,10 @@ import torch
 from distrinews import bench, servebench
 from distrinews.cli import main
 from distrinews.config import load_config
-from distrinews.train import tiny_checkpoint
+from helpers import ROOT, load_script
 
-ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("report", ROOT / "benchmarks" / "report.py")
-report = importlib.util.module_from_spec(_spec)     # the report script: tables, plots, README.md from results files
-_spec.loader.exec_module(report)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best", samples=320, epochs=1)
+report = load_script("benchmarks/report.py", "report")   # the report script: tables, plots, README.md from results files
+CKPT_ARGS = dict(samples=320, epochs=1)                   # conftest's `ckpt`: a smaller tiny checkpoint
 
 
 def test_missing_package_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):

@@ -8,7 +8,6 @@ import pytest
 
 from distrinews.servebench import serve_in_subprocess
 from distrinews.config import LABELS
-from distrinews.train import tiny_checkpoint
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -18,8 +17,7 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not insta
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory):
-    ckpt = tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best")
+def url(ckpt):
     with serve_in_subprocess("distrinews", ckpt) as u:
         yield u
 

@@ -1,15 +1,13 @@
 """The command line: flags owned by distrinews.cli (instant --help, same flags as the chapters' runners expect),
 httpx in the base requirements, one-line errors."""
 from __future__ import annotations
-import argparse, configparser, importlib, inspect, re, shlex, subprocess, sys
+import argparse, importlib, inspect, re, shlex, subprocess, sys
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 
 from distrinews.cli import COMMANDS, DTYPES, FLAGS, SERVE_DEFAULTS, build_parser, main
-
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT, settings
 
 
 def _run(code: str, timeout: int = 180) -> subprocess.CompletedProcess:
@@ -80,9 +78,7 @@ def test_bad_flag_value_is_one_line(capsys):
 
 
 def _requirements() -> list[str]:
-    cp = configparser.ConfigParser(delimiters=["="])
-    cp.read(ROOT / "settings.ini", encoding="utf-8")
-    return shlex.split(cp["DEFAULT"]["requirements"])
+    return shlex.split(settings()["requirements"])
 
 
 def test_every_subcommand_runs_from_the_base_install():

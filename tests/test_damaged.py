@@ -1,6 +1,6 @@
 """Checkpoints damaged the way an unlucky user (or an attacker) damages them: each is refused in one line with exit 2
 by `predict`, `eval` and `serve`, never served or scored with random weights, never a traceback (issue 30, items 1, 2, 4)."""
-import json, shutil, socket
+import json, shutil
 from pathlib import Path
 
 import pytest
@@ -8,12 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from distrinews.cli import main
-from distrinews.train import tiny_checkpoint
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best")
+from helpers import free_port
 
 
 def _copy(ckpt, tmp_path, name="bad"):
@@ -76,8 +71,7 @@ def test_damaged_checkpoint_refused_by_predict_eval_and_serve(ckpt, tmp_path, ca
     _one_line(capsys, "distrinews predict: error: ", says)
     assert main(["eval", "--checkpoint", str(d), "--data", "synthetic:64"]) == 2
     _one_line(capsys, "distrinews eval: error: ", says)
-    with socket.socket() as s: s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
-    assert main(["serve", "--checkpoint", str(d), "--port", str(port)]) == 2     # never up, never /health ok
+    assert main(["serve", "--checkpoint", str(d), "--port", str(free_port())]) == 2     # never up, never /health ok
     _one_line(capsys, "distrinews serve: error: ", says)
 
 

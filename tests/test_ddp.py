@@ -158,32 +158,13 @@ def test_setup_distributed_gives_the_group_the_timeout(fake_gpus, monkeypatch):
     assert seen == [datetime.timedelta(seconds=42), datetime.timedelta(seconds=5)]
 
 
-# Rank 1 stops answering at its 3rd optimizer step (it sleeps instead of joining the gradient all-reduce): a peer
-# stuck in a driver call, or on a node whose network went away. Imported by every Python process of the test.
-MISSING_PEER_SITE = '''
-import os, time
-if os.environ.get("DISTRINEWS_MISSING_RANK"):
-    import torch.distributed as dist
-    import distrinews.loop as t
-    _orig, _n = t.optimizer_step, [0]
-    def optimizer_step(*args, **kw):
-        _n[0] += 1
-        if dist.is_initialized() and dist.get_rank() == int(os.environ["DISTRINEWS_MISSING_RANK"]) and _n[0] == 3:
-            time.sleep(3600)
-        return _orig(*args, **kw)
-    t.optimizer_step = optimizer_step
-'''
-
-
 def test_a_two_rank_run_with_a_missing_peer_ends_within_its_deadline(tmp_path):
     "DISTRINEWS_TIMEOUT_S=10: rank 0's all-reduce gives up after 10 s, the job ends with one line (not after 30 min)."
-    import os, signal, subprocess, sys, time
-    site = tmp_path/"site"
-    site.mkdir()
-    (site/"sitecustomize.py").write_text(MISSING_PEER_SITE)
-    env = {**os.environ, "DISTRINEWS_MISSING_RANK": "1", "DISTRINEWS_TIMEOUT_S": "10", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "distrinews.cli", "train", "--config", "quick", "--data", "synthetic:1000", "--epochs", "2",
+    import os, signal, subprocess, time
+    from _train_helpers import SITECUSTOMIZE      # rank 1 sleeps at its 3rd optimizer step instead of joining the all-reduce
+    from helpers import CLI, site_env
+    env = site_env(tmp_path, SITECUSTOMIZE, DISTRINEWS_MISSING_RANK="1", DISTRINEWS_TIMEOUT_S="10", TOKENIZERS_PARALLELISM="false")
+    cmd = [*CLI, "train", "--config", "quick", "--data", "synthetic:1000", "--epochs", "2",
            "--log-every", "1", "--nproc", "2", "--output", str(tmp_path/"o")]
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)

@@ -70,11 +70,7 @@ def fake_machine(monkeypatch, m: Machine) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    "A tiny trained checkpoint, made before any machine is faked (module scope: set up first)."
-    from distrinews.train import tiny_checkpoint
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best", samples=64, epochs=1)
+CKPT_ARGS = dict(samples=64, epochs=1)    # conftest's `ckpt`, made before any machine is faked (module scope: set up first)
 
 
 @pytest.fixture(params=MACHINES, ids=[m.name for m in MACHINES])

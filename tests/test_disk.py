@@ -1,12 +1,13 @@
 """A full or read-only disk under a real run: one line naming the folder and the space left, exit 2, the previous
 checkpoint kept (issue 30, item 7). The disk is a real 3 MiB tmpfs (or a read-only one), mounted in a private
 user+mount namespace (`unshare -Urm`); where the kernel allows no such namespace those tests skip."""
-import errno, re, shlex, shutil, subprocess, sys
+import errno, re, shlex, shutil, subprocess
 from pathlib import Path
 
 import pytest
 
 from distrinews.model import DiskError, check_writable, save_errors
+from helpers import CLI
 
 
 def _can_unshare() -> bool:
@@ -17,7 +18,7 @@ def _can_unshare() -> bool:
 
 
 needs_ns = pytest.mark.skipif(not _can_unshare(), reason="no user+mount namespaces here (unshare -Urm)")
-TRAIN = [sys.executable, "-m", "distrinews.cli", "train", "--config", "quick", "--data", "synthetic:400", "--nproc", "1",
+TRAIN = [*CLI, "train", "--config", "quick", "--data", "synthetic:400", "--nproc", "1",
          "--max-steps", "4", "--save-every", "2", "--log-every", "2"]
 
 

@@ -2,13 +2,14 @@
 the architecture page, and what the docs build executes. Fast, no network, no Quarto (the site itself is
 rendered by .github/workflows/deploy.yaml)."""
 from __future__ import annotations
-import ast, configparser, json, os, re, shutil, subprocess, sys
+import ast, json, os, re, shutil, subprocess, sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT, settings
+
 NBS = ROOT / "nbs"
 CHAPTERS = sorted(p.stem for p in (Path(__file__).resolve().parents[1]/"nbs").glob("[0-9][0-9]*.ipynb"))   # every numbered chapter
 CONCEPTS = ["ddp_vs_dataparallel", "allreduce", "distributed_sampler", "eval_dedup", "mixed_precision",
@@ -16,12 +17,6 @@ CONCEPTS = ["ddp_vs_dataparallel", "allreduce", "distributed_sampler", "eval_ded
 READING_ORDER = (["index.ipynb", "kaggle_colab.qmd", "concepts/index.qmd"] + [f"concepts/{c}.qmd" for c in CONCEPTS]
                  + [f"{c}.ipynb" for c in CHAPTERS] + ["publish.qmd", "benchmark_results.qmd", "architecture.qmd"])
 GH = "https://github.com/distrinews/distrinews/blob/main/nbs"
-
-
-def settings() -> configparser.SectionProxy:
-    cp = configparser.ConfigParser(delimiters=["="])
-    cp.read(ROOT / "settings.ini", encoding="utf-8")
-    return cp["DEFAULT"]
 
 
 def load_yaml(name: str) -> dict:

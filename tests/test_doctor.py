@@ -2,16 +2,18 @@
 prints exactly one JSON object with `--json`, fails with a clear line and a non-zero exit code when a check fails,
 and ends within its deadline when a rank never answers (a broken NCCL/peer-to-peer setup, played here with gloo)."""
 from __future__ import annotations
-import json, os, signal, subprocess, sys, time
+import json, os, signal, subprocess, time
 from pathlib import Path
 
 import pytest
+
+from helpers import CLI, site_env
 
 
 def doctor(*argv: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     "Run the real CLI; on a timeout, end it and every process it started (its session) before failing the test."
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", **(env or {})}
-    p = subprocess.Popen([sys.executable, "-m", "distrinews.cli", "doctor", *argv], stdout=subprocess.PIPE,
+    p = subprocess.Popen([*CLI, "doctor", *argv], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     try: out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -90,10 +92,7 @@ elif os.environ.get("DISTRINEWS_HANG") == "rank":
 
 
 def _hang_env(tmp_path, how: str) -> dict:
-    site = tmp_path/"hang_site"
-    site.mkdir()
-    (site/"sitecustomize.py").write_text(HANG_SITE)
-    return {"DISTRINEWS_HANG": how, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    return site_env(tmp_path, HANG_SITE, "hang_site", DISTRINEWS_HANG=how)
 
 
 def _fail_lines(r) -> dict[str, str]:

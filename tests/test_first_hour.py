@@ -208,10 +208,7 @@ def test_fsdp_fp16_gathers_in_half_and_matches_ddp(tmp_path):
 
 # 8. serving on a GPU: one padded batch per forward there; the device warmed up before the service says it is ready
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    from distrinews.train import tiny_checkpoint
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best", samples=64, epochs=1)
+CKPT_ARGS = dict(samples=64, epochs=1)    # conftest's `ckpt`: a small tiny checkpoint
 
 
 def test_batch_cut_follows_the_device(ckpt):
@@ -248,7 +245,7 @@ def test_server_warms_up_before_it_reports_ready(ckpt):
 
 # 10. the GPU check runs on the lent machine: from the checkout, with carried wheels, its JSON where it is told
 
-ROOT = Path(__file__).parent.parent
+from helpers import ROOT  # noqa: E402
 
 def _sh(*cmd, **env):
     import subprocess

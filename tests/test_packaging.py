@@ -3,20 +3,14 @@ the sdist ships the tests whole or not at all, the README (PyPI's long descripti
 benchmark's messages say where the report script lives, and the declared dependency floors have one home that
 .ci/run installs (tools/floors.txt, the same numbers as settings.ini)."""
 from __future__ import annotations
-import configparser, re, shlex, subprocess, sys, tarfile
-from pathlib import Path
+import re, subprocess, sys, tarfile
 
 import pytest
 from packaging.requirements import Requirement
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT, load_script, settings
+
 FLOORS = ROOT / "tools" / "floors.txt"
-
-
-def settings() -> configparser.SectionProxy:
-    cp = configparser.ConfigParser(delimiters=["="])
-    cp.read(ROOT / "settings.ini", encoding="utf-8")
-    return cp["DEFAULT"]
 
 
 def test_model_card_says_an_install_command_that_works(tmp_path):
@@ -61,15 +55,8 @@ def test_bench_names_where_the_report_script_is():
     assert "REPORT_URL" in inspect.getsource(sb.main if hasattr(sb, "main") else sb)
 
 
-def _floors_check():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("floors_check", ROOT / "tools" / "floors_check.py")
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-    return mod
-
-
 def test_floors_file_has_the_numbers_of_settings_ini(tmp_path):
-    fc = _floors_check()
+    fc = load_script("tools/floors_check.py", "floors_check")
     assert FLOORS.is_file(), "tools/floors.txt (the constraints file .ci/run installs) is missing"
     assert fc.problems(ROOT) == []
     assert {"torch", "transformers", "datasets", "accelerate"} <= set(fc.file_floors())

@@ -2,15 +2,14 @@
 requests, with only the network calls replaced), the Docker Space files, and LICENSE in the distributions.
 No network, no Docker: a live upload and an image build are not exercised here (see nbs/publish.qmd)."""
 from __future__ import annotations
-import configparser, fnmatch, json, re, shlex, socket, subprocess, sys, time, zipfile
+import fnmatch, json, re, shlex, subprocess, sys, time, zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
 from distrinews.cli import build_parser, main
-
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT, free_port, run_cli, settings
 
 SUMMARY = dict(world_size=2, device="cpu", precision="bf16", wall_s=61.25, global_step=120, epochs_done=2, global_batch=64,
                hardware=dict(kind="cpu", count=0, name="AMD EPYC 9B14", cpu_cores=2),
@@ -112,19 +111,15 @@ def test_push_refusals(tmp_path, capsys, monkeypatch):
 def test_push_offline_fails_fast_in_one_line(tmp_path):
     "In a fresh process with a token but no reachable Hub, push ends within seconds with one line and exit code 2."
     ck = _checkpoint(tmp_path / "best")
-    with socket.socket() as s:   # a port nothing listens on: the connection is refused, as a blocked network refuses it
-        s.bind(("127.0.0.1", 0))
-        endpoint = f"https://127.0.0.1:{s.getsockname()[1]}"
+    endpoint = f"https://127.0.0.1:{free_port()}"   # a port nothing listens on: the connection is refused, as a blocked network refuses it
     env = {"HF_TOKEN": "hf_test", "HF_ENDPOINT": endpoint, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     t = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "distrinews.cli", "push", "--checkpoint", str(ck), "--repo-id", "alice/news"],
-                       capture_output=True, text=True, env=env, timeout=120)
+    r = run_cli("push", "--checkpoint", ck, "--repo-id", "alice/news", check=False, env=env, timeout=120)
     took = time.monotonic() - t
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip() == f"distrinews push: error: push: the Hugging Face Hub ({endpoint}) is unreachable from this machine"
     assert took < 60, f"push took {took:.0f}s to fail offline"
-    r = subprocess.run([sys.executable, "-m", "distrinews.cli", "push", "--checkpoint", str(ck), "--repo-id", "alice/news"],
-                       capture_output=True, text=True, env={**env, "HF_HUB_OFFLINE": "1"}, timeout=120)
+    r = run_cli("push", "--checkpoint", ck, "--repo-id", "alice/news", check=False, env={**env, "HF_HUB_OFFLINE": "1"}, timeout=120)
     assert (r.returncode, r.stderr.strip()) == (2, "distrinews push: error: push: HF_HUB_OFFLINE=1 is set; unset it to upload")
 
 
@@ -255,9 +250,7 @@ def test_dockerfile_installs_the_package_like_pip_install_dot():
     for r in others:   # any other install is torch itself (its CPU build), which `pip install .` would also install
         names = [a for a in shlex.split(r.split("pip install", 1)[1]) if not a.startswith("-") and "://" not in a]
         assert all(re.split(r"[=<>]", n)[0] == "torch" for n in names), f"the Dockerfile installs more than the package: {r}"
-    cp = configparser.ConfigParser(delimiters=["="])
-    cp.read(ROOT / "settings.ini")
-    assert "torch" in [re.split(r"[=<>!~;\[ ]", r)[0] for r in shlex.split(cp["DEFAULT"]["requirements"])]   # torch>=2.6 counts
+    assert "torch" in [re.split(r"[=<>!~;\[ ]", r)[0] for r in shlex.split(settings()["requirements"])]   # torch>=2.6 counts
 
 
 def test_dockerfile_cmd_is_a_valid_serve():

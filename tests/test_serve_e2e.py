@@ -2,14 +2,14 @@
 Checks that every request succeeds, that concurrent requests were micro-batched, that a text gets the same answer
 alone and inside a batch, that oversized and malformed bodies get a 4xx over the wire (not a dropped connection),
 and that `distrinews serve` starts the service. Loopback only; a tiny checkpoint trained in the test."""
-import asyncio, os, signal, socket, subprocess, sys, time
+import asyncio, signal, socket, subprocess, time
 
 import httpx
 import pytest
 
 from distrinews.servebench import serve_in_subprocess
 from distrinews.config import LABELS
-from distrinews.train import tiny_checkpoint
+from helpers import CLI, start_serve
 
 TEXTS = ["NASA scientists discovered a distant planet in orbit.",
          "The Yankees rallied past the league leaders in overtime.",
@@ -17,11 +17,6 @@ TEXTS = ["NASA scientists discovered a distant planet in orbit.",
          "Peace negotiators signed a ceasefire in the capital.",
          "Microsoft releases a security update for its web browser",
          "Rebel forces rejected the border agreement near the border in Kabul after a long night of talks"]
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best")
 
 
 @pytest.fixture(scope="module")
@@ -73,37 +68,14 @@ def test_bad_bodies_over_the_wire(url):
         assert c.post("/predict", json={"text": TEXTS[1]}).json()["label"] == "Sports"
 
 
-def _free_port():
-    with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
-
-
-def _start_serve(ckpt, tmp_path, *flags) -> tuple[subprocess.Popen, str]:
-    "Start `distrinews serve` on a free port (its output in tmp_path/serve.log); return it and its URL once /health answers."
-    port = _free_port()
-    with open(tmp_path / "serve.log", "w+") as log:   # the server keeps its own copy of the file descriptor
-        proc = subprocess.Popen([sys.executable, "-m", "distrinews.cli", "serve", "--checkpoint", str(ckpt), "--port", str(port),
-                                 "--log-level", "warning", *flags], stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    url, t0 = f"http://127.0.0.1:{port}", time.time()
-    while True:
-        if proc.poll() is not None: raise AssertionError((tmp_path / "serve.log").read_text())
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200: return proc, url
-        except httpx.TransportError: pass
-        if time.time() - t0 >= 90:
-            proc.kill()
-            raise AssertionError("distrinews serve did not come up")
-        time.sleep(0.2)
-
-
 def test_distrinews_serve_command(ckpt, tmp_path):
-    proc, url = _start_serve(ckpt, tmp_path)
+    proc, _, url = start_serve(ckpt, tmp_path)
     try:
         assert httpx.get(url + "/info").json()["labels"] == list(LABELS)
         assert httpx.post(url + "/predict", json={"text": TEXTS[2]}).json()["label"] == "Business"
     finally:
         proc.terminate(); proc.wait(10)
-    bad = subprocess.run([sys.executable, "-m", "distrinews.cli", "serve", "--checkpoint", str(tmp_path / "nope")],
+    bad = subprocess.run([*CLI, "serve", "--checkpoint", str(tmp_path / "nope")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no such checkpoint folder" in bad.stderr
 
@@ -114,7 +86,7 @@ def test_distrinews_serve_bad_port_is_one_line(ckpt, port, message):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         if port == "busy": port = str(busy.getsockname()[1])
-        r = subprocess.run([sys.executable, "-m", "distrinews.cli", "serve", "--checkpoint", str(ckpt), "--port", port],
+        r = subprocess.run([*CLI, "serve", "--checkpoint", str(ckpt), "--port", port],
                            capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and message in r.stderr, r.stderr
     assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr and "serving" not in r.stderr, r.stderr
@@ -142,7 +114,7 @@ async def _load_until_exit(url, proc, clients=32, sigterm_after=3.0, deadline=60
 
 def test_sigterm_under_load_answers_200_or_503_never_500(ckpt, tmp_path):
     "A real `distrinews serve`, 32 clients posting without pause, one text per forward pass (a deep queue), SIGTERM."
-    proc, url = _start_serve(ckpt, tmp_path, "--max-batch", "1", "--dtype", "fp32")
+    proc, _, url = start_serve(ckpt, tmp_path, "--max-batch", "1", "--dtype", "fp32")
     try:
         outcomes, sigterm_at = asyncio.run(_load_until_exit(url, proc))
         rc = proc.wait(30)                           # the server ends by itself after SIGTERM

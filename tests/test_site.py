@@ -2,14 +2,14 @@
 sources for one page, a broken link and anchor, a link out of the site, a doc link inside a link, a widget without
 state) and to pass on a good one. Needs pandoc (CI installs Debian's); the whole site is checked by .ci/run."""
 from __future__ import annotations
-import importlib.util, json, shutil
+import json, shutil
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("site_check", ROOT / "tools" / "site_check.py")
-site_check = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(site_check)
+from helpers import load_script
+
+site_check = load_script("tools/site_check.py", "site_check")
 URL = "https://example.org/site/"
 needs_pandoc = pytest.mark.skipif(shutil.which("pandoc") is None, reason="pandoc not installed (apt-get install pandoc)")
 

@@ -1,44 +1,19 @@
 """The real server against slow clients and odd flags (issue 30, items 3 and 9): sockets that never finish their
 headers are closed, so a real request gets 200 while they stay open on the client side; bad flags and a busy port
 end in one line before the model loads. Loopback only, a bounded number of sockets, every step under a timeout."""
-import os, socket, subprocess, sys, time
+import errno, socket, time
 
 import httpx
 import pytest
 
-from distrinews.train import tiny_checkpoint
+from helpers import cli_error, free_port, serve_process, site_env, start_serve, wait_for_health
 
 IDLE = 120            # sockets that never finish their headers: more than --max-connections below
 MAX_CONNECTIONS = 50
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best")
-
-
-def _free_port():
-    with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
-
-
-def _serve(ckpt, tmp_path, *flags):
-    port = _free_port()
-    log = open(tmp_path / "serve.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "distrinews.cli", "serve", "--checkpoint", str(ckpt), "--port", str(port),
-                             "--log-level", "warning", *flags], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    url, t0 = f"http://127.0.0.1:{port}", time.time()
-    while True:
-        assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200: return proc, port, url
-        except httpx.TransportError: pass
-        if time.time() - t0 > 90: proc.kill(); raise AssertionError("serve did not come up")
-        time.sleep(0.2)
-
-
 def test_sockets_that_never_send_their_headers_are_closed_and_real_requests_get_200(ckpt, tmp_path):
-    proc, port, url = _serve(ckpt, tmp_path, "--max-connections", str(MAX_CONNECTIONS))
+    proc, port, url = start_serve(ckpt, tmp_path, "--max-connections", str(MAX_CONNECTIONS))
     idle = []
     try:
         for _ in range(IDLE):
@@ -70,18 +45,55 @@ def test_sockets_that_never_send_their_headers_are_closed_and_real_requests_get_
                                          (["--log-level", "bogus"], "--log-level: must be one of"),
                                          (["--max-connections", "0"], "--max-connections: must be >= 1")])
 def test_bad_serve_flags_are_one_line_before_the_model_loads(tmp_path, flags, says):
-    from distrinews.cli import main
-    import contextlib, io
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        rc = main(["serve", "--checkpoint", str(tmp_path / "not-even-there"), "--port", str(_free_port()), *flags])
-    assert rc == 2 and err.getvalue().strip() == f"distrinews serve: error: {err.getvalue().split('error: ', 1)[1].strip()}"
-    assert says in err.getvalue() and "no such checkpoint" not in err.getvalue(), err.getvalue()   # the flags first
+    rc, err = cli_error(["serve", "--checkpoint", str(tmp_path / "not-even-there"), "--port", str(free_port()), *flags])
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("distrinews serve: error: "), err
+    assert says in err and "no such checkpoint" not in err, err   # the flags first
 
 
 def test_doctor_nproc_zero_is_refused():
-    from distrinews.cli import main
-    import contextlib, io
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err): rc = main(["doctor", "--nproc", "0"])
-    assert rc == 2 and "--nproc: must be >= 1, got 0" in err.getvalue()
+    rc, err = cli_error(["doctor", "--nproc", "0"])
+    assert rc == 2 and "--nproc: must be >= 1, got 0" in err
+
+
+# A slow disk under the checkpoint, in the serve process only (sitecustomize, first on its PYTHONPATH): reading the
+# weights' header waits until the file $DISTRINEWS_SLOW_LOAD exists, and says it started by creating `loading` beside it.
+SLOW_DISK = '''
+import os
+if os.environ.get("DISTRINEWS_SLOW_LOAD"):
+    import pathlib, time, safetensors
+    _open = safetensors.safe_open
+    def safe_open(*args, **kw):
+        go = pathlib.Path(os.environ["DISTRINEWS_SLOW_LOAD"])
+        (go.parent / "loading").touch()
+        while not go.exists(): time.sleep(0.05)
+        return _open(*args, **kw)
+    safetensors.safe_open = safe_open
+'''
+
+
+def test_the_port_is_held_while_the_model_loads(ckpt, tmp_path):
+    "The port is bound before the model loads: while the load lasts no other program can take it, and it is served after."
+    port, go, log = free_port(), tmp_path / "go", tmp_path / "serve.log"
+    proc = serve_process(ckpt, port, log, env=site_env(tmp_path, SLOW_DISK, DISTRINEWS_SLOW_LOAD=str(go)))
+    try:
+        t0 = time.time()
+        while not (tmp_path / "loading").exists():          # serve is inside the model load, waiting for `go`
+            assert proc.poll() is None, log.read_text()[-2000:]
+            assert time.time() - t0 < 120, "distrinews serve never reached the model load"
+            time.sleep(0.05)
+        with socket.socket() as other:                        # another program wants the port now
+            try: other.bind(("127.0.0.1", port))
+            except OSError as e: assert e.errno == errno.EADDRINUSE, e
+            else:                                             # before: free during the load; serve finds it taken after
+                go.touch()
+                rc = proc.wait(120)
+                raise AssertionError(f"port {port} was free while the model loaded and another program took it; serve "
+                                     f"exited {rc} only after the load:\n{log.read_text()[-1500:]}")
+        go.touch()
+        url = wait_for_health(proc, port, log)                # the load ends: the port it held is served
+        r = httpx.post(url + "/predict", json={"text": "Oil prices tumbled after weak sales on Wall Street."}, timeout=10)
+        assert r.status_code == 200 and r.json()["label"] == "Business"
+    finally:
+        go.touch()
+        proc.terminate(); proc.wait(20)

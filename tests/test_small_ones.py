@@ -1,10 +1,11 @@
 """Issue 30, item 9: the smaller holes, each with a real file, a real request or a real command."""
-import contextlib, io, json, subprocess, sys
+import subprocess
 
 import pytest
 from fastapi.testclient import TestClient
 
 from distrinews.data import DataError, load_local
+from helpers import CLI, cli_error
 
 
 @pytest.mark.parametrize("name, body, says", [
@@ -30,12 +31,6 @@ def test_quoted_fields_with_quotes_and_newlines_still_load(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    from distrinews.train import tiny_checkpoint
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best")
-
-
-@pytest.fixture(scope="module")
 def client(ckpt):
     from distrinews.api import create_app
     with TestClient(create_app(ckpt, dtype="fp32")) as c: yield c
@@ -57,11 +52,9 @@ def test_invisible_only_texts_are_refused_like_blank_ones(client, text):
 
 
 def test_predict_refuses_invisible_text_and_non_utf8_stdin_in_one_line(ckpt):
-    from distrinews.cli import main
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err): assert main(["predict", "--checkpoint", str(ckpt), "\u200b"]) == 2
-    assert "texts[0]: only invisible or control characters" in err.getvalue()
-    r = subprocess.run([sys.executable, "-m", "distrinews.cli", "predict", "--checkpoint", str(ckpt), "-"],
+    rc, err = cli_error(["predict", "--checkpoint", str(ckpt), "\u200b"])
+    assert rc == 2 and "texts[0]: only invisible or control characters" in err
+    r = subprocess.run([*CLI, "predict", "--checkpoint", str(ckpt), "-"],
                        input=b"Stocks rally on Wall Street\n\xff\xfe broken bytes\n", capture_output=True, timeout=120)
     err = r.stderr.decode()
     assert r.returncode == 2 and "Traceback" not in err, err[-2000:]

@@ -18,14 +18,7 @@ import distrinews.run as R
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_helpers import SITECUSTOMIZE, train_failing_on_rank1, train_with_param_hash  # noqa: E402
-
-CLI = [sys.executable, "-m", "distrinews.cli"]
-
-
-def run_cli(*args, check=True, timeout=600, **kw):
-    r = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, **kw)   # a hang fails the test
-    if check and r.returncode != 0: raise AssertionError(f"exit {r.returncode}\nSTDOUT:\n{r.stdout[-3000:]}\nSTDERR:\n{r.stderr[-5000:]}")
-    return r
+from helpers import CLI, run_cli, site_env  # noqa: E402  (run_cli: test_fsdp and test_gpu_paths import it from here)
 
 
 def losses(out):
@@ -184,11 +177,7 @@ def test_accelerate_launch_two_processes(tmp_path):
 
 def _failing_env(tmp_path):
     "Environment whose Python processes make rank 1 raise at its 3rd optimizer step (see `_train_helpers.SITECUSTOMIZE`)."
-    site = tmp_path/"failing_site"
-    site.mkdir()
-    (site/"sitecustomize.py").write_text(SITECUSTOMIZE)
-    return {**os.environ, "DISTRINEWS_FAIL_RANK": "1",
-            "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    return site_env(tmp_path, SITECUSTOMIZE, "failing_site", DISTRINEWS_FAIL_RANK="1")
 
 
 FAIL_RUN = ["--config", "quick", "--data", "synthetic:1000", "--epochs", "2", "--log-every", "1"]
