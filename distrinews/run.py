@@ -58,8 +58,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     "The concrete precision (`fp32`, `fp16` or `bf16`) that `precision` means on `device`."
     return choose_precision(precision, device)[0]
 
-
-
 # %% ../nbs/04b_run.ipynb #545fd381
 def set_tf32(enabled: bool, device: torch.device) -> bool:
     "Let fp32 matmuls and convolutions on `device` use TF32 tensor cores (Ampere and later), or keep them strict fp32; whether TF32 is on."
@@ -80,7 +78,6 @@ def local_state_bytes(model: torch.nn.Module,                    # plain, DDP or
     state = sum(_local(v).nbytes for s in (opt.state.values() if opt else [])
                 for v in s.values() if torch.is_tensor(v) and v.ndim > 0)   # not AdamW's scalar step counters
     return dict(weights=weights, gradients=grads, optimizer=state, total=weights + grads + state)
-
 
 # %% ../nbs/04b_run.ipynb #8514a566
 def backoff(bs: int, per_device: int) -> tuple[int, int]:
