@@ -1,7 +1,6 @@
 """Checkpoints damaged the way an unlucky user (or an attacker) damages them: each is refused in one line with exit 2
 by `predict`, `eval` and `serve`, never served or scored with random weights, never a traceback (issue 30, items 1, 2, 4)."""
 import json, shutil
-from pathlib import Path
 
 import pytest
 import torch

@@ -4,7 +4,6 @@ import pytest
 import torch
 import torch.distributed as dist
 
-import distrinews.ddp as ddp
 from distrinews.ddp import abort_distributed, check_can_fork, cleanup_distributed, default_nproc, main_process_first, setup_distributed
 
 

@@ -3,7 +3,6 @@ prints exactly one JSON object with `--json`, fails with a clear line and a non-
 and ends within its deadline when a rank never answers (a broken NCCL/peer-to-peer setup, played here with gloo)."""
 from __future__ import annotations
 import json, os, signal, subprocess, time
-from pathlib import Path
 
 import pytest
 

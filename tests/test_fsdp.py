@@ -14,7 +14,8 @@ from distrinews.train import launch_fn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_helpers import train_with_inf_on_rank1_at_step3  # noqa: E402
-from test_train import RESUME, assert_same_weights, kill_then_resume, losses, run_cli  # noqa: E402
+from helpers import run_cli  # noqa: E402
+from test_train import RESUME, assert_same_weights, kill_then_resume, losses  # noqa: E402
 
 # 380 training rows (even: no row repeated to fill the ranks), dropout off, global batch 16 in 2 micro-batches:
 # the FSDP run skips the gradient sync of every first micro-batch (set_requires_gradient_sync(False))

@@ -14,7 +14,8 @@ from distrinews.train import launch_fn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_helpers import train_with_param_hash  # noqa: E402
-from test_train import RESUME, assert_same_weights, kill_then_resume, losses, run_cli  # noqa: E402
+from helpers import run_cli  # noqa: E402
+from test_train import RESUME, assert_same_weights, kill_then_resume, losses  # noqa: E402
 
 # Imported by every Python process (the CLI, its spawned ranks) when this folder's `hooks_site/` is first on
 # PYTHONPATH: injections into a real run without test hooks in the package.

@@ -18,7 +18,7 @@ import distrinews.run as R
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_helpers import SITECUSTOMIZE, train_failing_on_rank1, train_with_param_hash  # noqa: E402
-from helpers import CLI, run_cli, site_env  # noqa: E402  (run_cli: test_fsdp and test_gpu_paths import it from here)
+from helpers import CLI, run_cli, site_env  # noqa: E402
 
 
 def losses(out):
