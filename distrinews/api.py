@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from starlette.requests import ClientDisconnect
 import distrinews
-from .loader import ModelLoader, has_visible_text
+from .loader import ModelLoader, has_visible_text, warm_up
 from .model import ModelError
 
 # %% auto #0
@@ -352,7 +352,7 @@ def create_app(checkpoint: str | Path | None = None,    # checkpoint folder (or 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher.start()
-        from distrinews.loader import warm_up   # the first forward (on a GPU: seconds) before the server listens, so /health waits
+        # the first forward (on a GPU: seconds) before the server listens, so /health waits
         await asyncio.get_running_loop().run_in_executor(batcher.model_thread, warm_up, loader, max_batch)
         yield
         await batcher.stop()           # queued requests get 503 with Retry-After; the model thread ends

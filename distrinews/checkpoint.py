@@ -13,7 +13,7 @@ import torch.distributed as dist
 from .config import Config, ConfigError, DistrinewsError
 from .ddp import DistEnv, barrier, rank_print
 from .loop import Callback, Run, TrainState, atomic_dir_write
-from .model import human_size, save_errors, unwrap
+from .model import free_bytes, human_size, save_errors, unwrap
 
 # %% auto #0
 __all__ = ['RESULTS', 'RESUME_SAFE', 'RESUME_FIELDS', 'check_output', 'resume_fields', 'settings_fingerprint', 'rows_digest',
@@ -241,8 +241,8 @@ def check_disk_space(run: Run) -> dict:
     params = list(unwrap(run.model).parameters())                 # FSDP's sharded parameters count their full size
     need = output_bytes(sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad))
     held = sum(f.stat().st_size for d in ("best", "last") if (run.out/d).is_dir() for f in (run.out/d).rglob("*") if f.is_file())
-    free = shutil.disk_usage(run.out).free                        # a resumed run replaces what it holds: that space counts
-    if need["peak"] - held > free:
+    free = free_bytes(run.out)                                    # a resumed run replaces what it holds: that space counts
+    if free is not None and need["peak"] - held > free:
         raise ConfigError(f"output: this run writes about {human_size(need['peak'])} to {run.out} (best/ {human_size(need['best'])} of fp32 weights, "
                           f"last/ {human_size(need['last'])} of weights and AdamW state, and one of them again while it replaces the old "
                           f"copy), but only {human_size(free + held)} is free there; give --output a folder on a disk with room "

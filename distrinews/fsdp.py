@@ -14,6 +14,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from .ddp import DistEnv
+from .loop import TORCH_DTYPES
 from .model import unwrap
 
 # %% auto #0
@@ -45,7 +46,7 @@ def shard_model(model: nn.Module,  # a plain transformers model, the same on eve
                ) -> nn.Module:
     "FSDP2: `fully_shard` each transformer block, then the whole model (embeddings, head), over all ranks."
     mesh = init_device_mesh(env.device.type, (env.world_size,))
-    half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+    half = TORCH_DTYPES[precision] if precision != "fp32" else None
     # fp32 shards (the optimizer's master weights), gathered in the half type the forward computes in (half the
     # traffic); gradients reduce-scattered in fp32 (summing N ranks' fp16 gradients loses precision)
     mp = MixedPrecisionPolicy(param_dtype=half, reduce_dtype=torch.float32) if half else MixedPrecisionPolicy()

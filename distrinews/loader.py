@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 import torch
 from torch import nn
+from .loop import TORCH_DTYPES
 from .model import ModelError, check_not_sharded, load_trained
 
 # %% auto #0
@@ -93,9 +94,7 @@ def quantize_int8(model: nn.Module) -> nn.Module:
 def cast_model(model: nn.Module, dtype: str) -> nn.Module:
     "`model` in the resolved `dtype`: fp32 as it is, bf16/fp16 cast whole, int8 dynamically quantized."
     if dtype == "int8": return quantize_int8(model)
-    if dtype == "bf16": return model.to(torch.bfloat16)
-    if dtype == "fp16": return model.to(torch.float16)
-    return model
+    return model.to(TORCH_DTYPES[dtype]) if dtype in ("bf16", "fp16") else model
 
 # %% ../nbs/05_loader.ipynb #4d76befb
 def length_batches(lengths: Sequence[int],             # tokens of each text

@@ -18,10 +18,10 @@ from .ddp import DistEnv, all_reduce_mean, all_reduce_sum, barrier, classificati
 from .model import save_errors, save_model, unwrap
 
 # %% auto #0
-__all__ = ['TrainState', 'Callback', 'Run', 'accumulation_window', 'accumulation_groups', 'autocast_for', 'micro_step',
-           'optimizer_step', 'make_loader', 'evaluate', 'atomic_dir_write', 'evaluate_and_keep_best', 'log_step',
-           'after_step', 'start_epoch', 'fit', 'truncate_metrics', 'JsonlLogger', 'TensorBoardLogger', 'live_progress',
-           'ProgressBar', 'EarlyStopping', 'OutOfMemory', 'out_of_memory']
+__all__ = ['TORCH_DTYPES', 'TrainState', 'Callback', 'Run', 'accumulation_window', 'accumulation_groups', 'autocast_for',
+           'micro_step', 'optimizer_step', 'pad_multiple', 'make_loader', 'evaluate', 'atomic_dir_write',
+           'evaluate_and_keep_best', 'log_step', 'after_step', 'start_epoch', 'fit', 'truncate_metrics', 'JsonlLogger',
+           'TensorBoardLogger', 'live_progress', 'ProgressBar', 'EarlyStopping', 'OutOfMemory', 'out_of_memory']
 
 # %% ../nbs/04_trainer.ipynb #b11a7560
 @dataclass
@@ -94,10 +94,12 @@ def accumulation_groups(loader: DataLoader, start: int, accum: int, n_micro: int
             group = []
 
 # %% ../nbs/04_trainer.ipynb #334f51d1
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}   # a precision's torch dtype
+
 def autocast_for(precision: str, device: torch.device):
     "The autocast context for `precision` (a no-op for fp32)."
     if precision == "fp32": return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
+    return torch.autocast(device.type, dtype=TORCH_DTYPES[precision])
 
 def micro_step(run: Run, b: dict, rows: int, sync: bool) -> None:
     "Step 5: forward and backward of micro-batch `b` (of a window of `rows` rows); all-reduce only if `sync`."
@@ -127,6 +129,10 @@ def optimizer_step(model, opt, sched, scaler, max_grad_norm: float) -> bool:
     return stepped
 
 # %% ../nbs/04_trainer.ipynb #e7890e46
+def pad_multiple(device: torch.device) -> int | None:
+    "Batches on a GPU are padded to a multiple of 8 tokens (tensor cores' tile); elsewhere to their longest row."
+    return 8 if device.type == "cuda" else None
+
 def make_loader(ds,                  # a tokenized dataset (with `length` and `idx` columns)
                 tokenizer,           # pads the batches
                 batch_size: int,     # rows per batch, per process
@@ -137,8 +143,7 @@ def make_loader(ds,                  # a tokenized dataset (with `length` and `i
                ) -> DataLoader:
     "A DataLoader over `ds` with length-grouped, rank-sharded batches and dynamic padding."
     sampler = LengthGroupedBatchSampler(ds["length"], batch_size, env.world_size, env.rank, shuffle=shuffle, seed=seed, group=group)
-    pad8 = 8 if env.device.type == "cuda" else None
-    return DataLoader(ds, batch_sampler=sampler, collate_fn=make_collator(tokenizer, pad8),
+    return DataLoader(ds, batch_sampler=sampler, collate_fn=make_collator(tokenizer, pad_multiple(env.device)),
                       generator=torch.Generator(), pin_memory=env.device.type == "cuda")
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from pathlib import Path
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
 from transformers.utils import logging as hf_logging
-from .config import Config, ConfigError, LABELS, DistrinewsError
+from .config import REPO_URL, Config, ConfigError, LABELS, DistrinewsError
 from .data import AG_NEWS_ID, hub_reachable, offline_mode, tiny_tokenizer
 
 # %% auto #0
@@ -362,7 +362,7 @@ def card_text(info: dict) -> str:
 
 A news topic classifier: it reads an English news headline or short article and says which of four topics it is
 about: {', '.join(f'**{l}**' for l in LABELS)}. Fine-tuned from {base_said} with
-[distrinews](https://github.com/distrinews/distrinews) (PyTorch DistributedDataParallel).
+[distrinews]({REPO_URL}) (PyTorch DistributedDataParallel).
 
 ## Training
 
@@ -399,7 +399,7 @@ clf = pipeline("text-classification", model="<this repository or folder>")
 clf("NASA scientists discovered a distant planet")
 ```
 
-or serve it over HTTP: `distrinews serve --checkpoint <this folder>` (`pip install git+https://github.com/distrinews/distrinews`: distrinews is installed from its repository, no package index serves it).
+or serve it over HTTP: `distrinews serve --checkpoint <this folder>` (`pip install git+{REPO_URL}`: distrinews is installed from its repository, no package index serves it).
 
 ## Limits
 

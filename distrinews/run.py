@@ -15,7 +15,7 @@ from .data import check_split, load_source, tokenize, train_val_split
 from .ddp import (DistEnv, all_reduce_max, all_reduce_mean, all_reduce_sum, describe_hardware, main_process_first,
                             peak_mem_mb, rank_print, seed_everything)
 from .loop import (Callback, EarlyStopping, JsonlLogger, ProgressBar, Run, TensorBoardLogger, TrainState,
-                             autocast_for, evaluate_and_keep_best, make_loader)
+                             TORCH_DTYPES, autocast_for, evaluate_and_keep_best, make_loader, pad_multiple)
 from .model import apply_options, check_writable, load_model, unwrap, write_model_card
 
 # %% auto #0
@@ -115,7 +115,7 @@ def fit_batch_size(model,               # the model, not yet wrapped in DDP
     if probe is None:
         if env.device.type != "cuda": return bs, accum   # a CPU swaps instead of failing: nothing to probe
         probe = _probe
-    if env.device.type == "cuda": max_len = -(-max_len // 8) * 8   # `make_loader`'s collator pads to a multiple of 8 there
+    if (m := pad_multiple(env.device)): max_len = -(-max_len // m) * m   # the length `make_loader`'s collator pads to
     per_device = bs * accum
     while all_reduce_mean(float(probe(model, bs, max_len, env, precision)), env.device) < 1.0:   # any rank failed
         if bs == 1: raise RuntimeError(f"batch_size: even 1 sequence of {max_len} tokens does not fit in GPU memory; lower max_length")
@@ -236,7 +236,7 @@ def measure_peak_flops(device: torch.device,  # where to time it
         return time.perf_counter() - t0
     best = 0.0
     for dtype in {precision: None, "fp32": None}:   # autocast may keep ops in fp32; emulated fp16 is slower than fp32
-        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+        dtype = TORCH_DTYPES[dtype]
         a, b = (torch.randn(n, n).to(device, dtype) for _ in range(2))   # drawn on the CPU: `finish` forks only its RNG
         a @ b                                                            # warm-up (kernel choice, caches)
         r, dt = reps, timed(a, b, reps)                                  # warm-up too: the clocks rise from idle

@@ -33,7 +33,7 @@ fi
 export PYTHONPATH="$ROOT${SITE:+:$SITE}${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 exec "$PY" - "${args[@]}" <<'PY'
-import argparse, asyncio, json, os, socket, subprocess, sys, tempfile, time
+import argparse, asyncio, json, os, subprocess, sys, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -48,7 +48,7 @@ t_start = time.time()
 import torch
 from distrinews.bench import hardware_label, mfu, vendor_peak_flops
 from distrinews.cli import doctor_hardware
-from distrinews.ddp import describe_hardware
+from distrinews.ddp import describe_hardware, free_port
 gpu = not args.cpu
 if gpu and not torch.cuda.device_count(): sys.exit("gpu_check: no GPU here; run with --cpu for the dry run")
 import distrinews
@@ -126,7 +126,7 @@ print("doctor:", ", ".join(f"{c['name']} {'PASS' if c['ok'] else 'FAIL'}" for c 
 
 # 5. serving with --dtype auto on the GPU, under a short load
 import httpx
-with socket.socket() as s_: s_.bind(("127.0.0.1", 0)); port = s_.getsockname()[1]
+port = free_port()
 serve_log = work/"serve.log"                       # a file, not a pipe: nobody reads a pipe, and a full one stalls the server
 with open(serve_log, "w") as log:
     server = subprocess.Popen([*DN, "serve", "--checkpoint", str(work/"train-fp16"/"best"), "--dtype", "auto", "--port", str(port)],
